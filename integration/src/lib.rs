@@ -1,0 +1,40 @@
+//! Test harness for running the built `authgate.wasm` in a real Envoy.
+//!
+//! - [`envoy`]: renders a bootstrap, starts Envoy, reads its admin stats and log.
+//! - [`jwks_stub`]: a controllable JWKS / OIDC discovery server (rotation, failures, start "down").
+//! - [`upstream`]: an echo server that answers every request with what it received, as JSON.
+//! - [`client`]: a tiny HTTP client that treats every status as a normal reply.
+//! - [`expect`]: checks of replies against the contract, collected by [`expect::Checks`].
+//! - [`fixtures`]: the committed key material (`integration/fixtures/`) and JWKS built from it.
+//! - [`tokens`]: JWTs signed with those keys by the `jsonwebtoken` crate, and crafted bad tokens.
+//! - [`plugin`]: plugin configurations used by the tests, and the filter's stat names.
+//! - [`gateway`]: upstream + JWKS stub + Envoy started together, for the common case.
+//! - [`wait`]: bounded polling (tests never sleep for a fixed time to "let things settle").
+
+pub mod client;
+pub mod envoy;
+pub mod expect;
+pub mod fixtures;
+pub mod gateway;
+mod http_server;
+pub mod jwks_stub;
+pub mod plugin;
+pub mod tokens;
+pub mod upstream;
+pub mod wait;
+
+pub use client::{Reply, Req};
+pub use envoy::{start_expecting_failure, Envoy, EnvoyConfig, FailedStart};
+pub use expect::Checks;
+pub use fixtures::{jwks, FixtureKey};
+pub use gateway::Gateway;
+pub use jwks_stub::{JwksMode, JwksStub};
+pub use tokens::{now, TokenBuilder};
+pub use upstream::Upstream;
+pub use wait::wait_until;
+
+/// The repository root (the parent of this crate's folder).
+pub fn repo_root() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}

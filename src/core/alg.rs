@@ -1,0 +1,117 @@
+//! The JWS algorithms authgate verifies, and signature checks through jwt-compact.
+
+use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
+use jwt_compact::{AlgorithmExt, Claims, Token, UntrustedToken, ValidationError};
+use serde::de::DeserializeOwned;
+
+use crate::core::jwks::{Key, KeyMaterial};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alg {
+    Rs256,
+    Rs384,
+    Rs512,
+    Ps256,
+    Ps384,
+    Ps512,
+    Es256,
+    EdDsa,
+    Hs256,
+    Hs384,
+    Hs512,
+}
+
+impl Alg {
+    pub const RSA_FAMILY: &'static [Alg] = &[
+        Alg::Rs256,
+        Alg::Rs384,
+        Alg::Rs512,
+        Alg::Ps256,
+        Alg::Ps384,
+        Alg::Ps512,
+    ];
+    pub const HMAC_FAMILY: &'static [Alg] = &[Alg::Hs256, Alg::Hs384, Alg::Hs512];
+    const ALL: &'static [Alg] = &[
+        Alg::Rs256,
+        Alg::Rs384,
+        Alg::Rs512,
+        Alg::Ps256,
+        Alg::Ps384,
+        Alg::Ps512,
+        Alg::Es256,
+        Alg::EdDsa,
+        Alg::Hs256,
+        Alg::Hs384,
+        Alg::Hs512,
+    ];
+
+    /// Exact, case-sensitive JWA names (RFC 7518): "none" and "RS256 " are not algorithms.
+    pub fn from_name(name: &str) -> Option<Alg> {
+        Alg::ALL.iter().copied().find(|alg| alg.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::Rs256 => "RS256",
+            Alg::Rs384 => "RS384",
+            Alg::Rs512 => "RS512",
+            Alg::Ps256 => "PS256",
+            Alg::Ps384 => "PS384",
+            Alg::Ps512 => "PS512",
+            Alg::Es256 => "ES256",
+            Alg::EdDsa => "EdDSA",
+            Alg::Hs256 => "HS256",
+            Alg::Hs384 => "HS384",
+            Alg::Hs512 => "HS512",
+        }
+    }
+
+    /// A one-element slice, for keys whose JWK names its algorithm.
+    pub fn as_slice(self) -> &'static [Alg] {
+        let index = Alg::ALL.iter().position(|a| *a == self).unwrap_or(0);
+        &Alg::ALL[index..=index]
+    }
+}
+
+/// Checks the token's signature with `key` under `alg` and returns its claims.
+/// The caller has already checked that `key` allows `alg`.
+pub fn verify<T: DeserializeOwned, H: Clone>(
+    alg: Alg,
+    key: &Key,
+    token: &UntrustedToken<'_, H>,
+) -> Result<Claims<T>, ValidationError> {
+    let claims = |token: Token<T, H>| token.into_parts().1;
+    match (&key.material, alg) {
+        (KeyMaterial::Rsa(public), _) => {
+            let rsa = match alg {
+                Alg::Rs256 => Rsa::rs256(),
+                Alg::Rs384 => Rsa::rs384(),
+                Alg::Rs512 => Rsa::rs512(),
+                Alg::Ps256 => Rsa::ps256(),
+                Alg::Ps384 => Rsa::ps384(),
+                Alg::Ps512 => Rsa::ps512(),
+                _ => return Err(ValidationError::InvalidSignature),
+            };
+            rsa.validator::<T>(public).validate(token).map(claims)
+        }
+        (KeyMaterial::P256(public), Alg::Es256) => {
+            Es256.validator::<T>(public).validate(token).map(claims)
+        }
+        (KeyMaterial::Ed25519(public), Alg::EdDsa) => {
+            Ed25519.validator::<T>(public).validate(token).map(claims)
+        }
+        (KeyMaterial::Hmac(secret), Alg::Hs256) => Hs256
+            .validator::<T>(&Hs256Key::new(secret))
+            .validate(token)
+            .map(claims),
+        (KeyMaterial::Hmac(secret), Alg::Hs384) => Hs384
+            .validator::<T>(&Hs384Key::new(secret))
+            .validate(token)
+            .map(claims),
+        (KeyMaterial::Hmac(secret), Alg::Hs512) => Hs512
+            .validator::<T>(&Hs512Key::new(secret))
+            .validate(token)
+            .map(claims),
+        _ => Err(ValidationError::InvalidSignature),
+    }
+}

@@ -1,0 +1,43 @@
+//! Finding a provider's token in the places it is configured to arrive.
+
+use crate::core::config::Provider;
+use crate::core::request::Request;
+
+/// A token and the header it came in (None for cookies), so `forward: false` can remove it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found<'a> {
+    pub token: &'a str,
+    pub header: Option<&'a str>,
+}
+
+pub fn find_token<'a>(provider: &'a Provider, request: &Request<'a>) -> Option<Found<'a>> {
+    for source in &provider.from_headers {
+        let Some(value) = request.header(&source.name) else {
+            continue;
+        };
+        // RFC 6750: the auth scheme is case-insensitive ("bearer" works like "Bearer").
+        let prefix = source.value_prefix.as_str();
+        let Some(head) = value.get(..prefix.len()) else {
+            continue;
+        };
+        if !head.eq_ignore_ascii_case(prefix) {
+            continue;
+        }
+        let token = value[prefix.len()..].trim();
+        if !token.is_empty() {
+            return Some(Found {
+                token,
+                header: Some(source.name.as_str()),
+            });
+        }
+    }
+    provider
+        .from_cookies
+        .iter()
+        .filter_map(|name| request.cookie(name))
+        .find(|token| !token.is_empty())
+        .map(|token| Found {
+            token,
+            header: None,
+        })
+}

@@ -1,0 +1,77 @@
+//! Every stat authgate emits, declared once. Envoy shows them as `wasmcustom.<name>` in
+//! `/stats` and as `<name>` (dots as underscores) in `/stats/prometheus`.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Allowed,
+    Denied,
+    DeniedMissingCredential,
+    DeniedInvalidToken,
+    DeniedForbidden,
+    DeniedNoRule,
+    SessionExpired,
+    JwksUnavailable,
+    JwtCacheHit,
+    JwtCacheMiss,
+    JwksFetchSuccess,
+    JwksFetchFailed,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 12] = [
+        Metric::Allowed,
+        Metric::Denied,
+        Metric::DeniedMissingCredential,
+        Metric::DeniedInvalidToken,
+        Metric::DeniedForbidden,
+        Metric::DeniedNoRule,
+        Metric::SessionExpired,
+        Metric::JwksUnavailable,
+        Metric::JwtCacheHit,
+        Metric::JwtCacheMiss,
+        Metric::JwksFetchSuccess,
+        Metric::JwksFetchFailed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Allowed => "authgate.allowed",
+            Metric::Denied => "authgate.denied",
+            Metric::DeniedMissingCredential => "authgate.denied.missing_credential",
+            Metric::DeniedInvalidToken => "authgate.denied.invalid_token",
+            Metric::DeniedForbidden => "authgate.denied.forbidden",
+            Metric::DeniedNoRule => "authgate.denied.no_rule",
+            Metric::SessionExpired => "authgate.session_expired",
+            Metric::JwksUnavailable => "authgate.jwks_unavailable",
+            Metric::JwtCacheHit => "authgate.jwt_cache_hit",
+            Metric::JwtCacheMiss => "authgate.jwt_cache_miss",
+            Metric::JwksFetchSuccess => "authgate.jwks_fetch_success",
+            Metric::JwksFetchFailed => "authgate.jwks_fetch_failed",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        Metric::ALL.iter().position(|m| *m == self).unwrap_or(0)
+    }
+}
+
+/// Where the core reports stats; the shell backs it with Envoy counters.
+pub trait MetricSink {
+    fn increment(&mut self, metric: Metric);
+}
+
+/// Collects increments; for tests and for code paths that report later.
+#[derive(Debug, Default)]
+pub struct Recorded(pub Vec<Metric>);
+
+impl MetricSink for Recorded {
+    fn increment(&mut self, metric: Metric) {
+        self.0.push(metric);
+    }
+}
+
+impl Recorded {
+    pub fn count(&self, metric: Metric) -> usize {
+        self.0.iter().filter(|m| **m == metric).count()
+    }
+}

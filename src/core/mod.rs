@@ -1,0 +1,16 @@
+//! The pure core: no `proxy_wasm` here. Time comes in as arguments; results are steps the
+//! shell in `crate::filter` carries out.
+
+pub mod alg;
+pub mod claims;
+pub mod config;
+pub mod engine;
+pub mod extract;
+pub mod glob;
+pub mod jwks;
+pub mod jwt;
+pub mod keystate;
+pub mod metrics;
+pub mod replies;
+pub mod request;
+pub mod token_cache;

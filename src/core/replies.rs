@@ -1,0 +1,198 @@
+//! Every response body and status authgate answers with, in one place.
+
+use serde_json::{json, Value};
+
+use crate::core::config::{Session, SessionReply};
+
+/// A response the filter sends itself instead of passing the request upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+fn json_reply(status: u16, mut body: Value, request_id: Option<&str>) -> Reply {
+    if let (Some(id), Some(object)) = (request_id, body.as_object_mut()) {
+        object.insert("request_id".to_string(), Value::String(sanitize(id)));
+    }
+    Reply {
+        status,
+        headers: vec![("content-type".to_string(), "application/json".to_string())],
+        body: body.to_string(),
+    }
+}
+
+fn with_header(mut reply: Reply, name: &str, value: String) -> Reply {
+    reply.headers.push((name.to_string(), value));
+    reply
+}
+
+/// Makes a value safe inside a quoted header parameter and a JSON log: no quotes, backslashes
+/// or control characters, bounded length.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+        .take(256)
+        .collect()
+}
+
+fn realm(host: &str) -> String {
+    let host = sanitize(host);
+    if host.is_empty() {
+        "authgate".to_string()
+    } else {
+        host
+    }
+}
+
+pub fn health() -> Reply {
+    json_reply(200, json!({"status": "ok"}), None)
+}
+
+/// 401 for a request that carries no credential the route accepts (RFC 6750 3.1: no error code).
+pub fn unauthenticated(host: &str, request_id: Option<&str>) -> Reply {
+    let reply = json_reply(
+        401,
+        json!({"error": "unauthenticated", "message": "this route requires a credential"}),
+        request_id,
+    );
+    with_header(
+        reply,
+        "www-authenticate",
+        format!("Bearer realm=\"{}\"", realm(host)),
+    )
+}
+
+/// 401 for a credential that was presented but is not valid.
+pub fn invalid_token(host: &str, description: &str, request_id: Option<&str>) -> Reply {
+    let reply = json_reply(
+        401,
+        json!({"error": "invalid_token", "message": description}),
+        request_id,
+    );
+    let challenge = format!(
+        "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\"",
+        realm(host),
+        sanitize(description)
+    );
+    with_header(reply, "www-authenticate", challenge)
+}
+
+pub fn forbidden(message: &str, request_id: Option<&str>) -> Reply {
+    json_reply(
+        403,
+        json!({"error": "forbidden", "message": message}),
+        request_id,
+    )
+}
+
+pub fn jwks_unavailable(request_id: Option<&str>) -> Reply {
+    json_reply(
+        503,
+        json!({"error": "jwks_unavailable",
+               "message": "the token issuer's signing keys could not be loaded; retry shortly"}),
+        request_id,
+    )
+}
+
+/// The filter has no valid configuration: fail closed, and say so.
+pub fn not_configured() -> Reply {
+    json_reply(
+        503,
+        json!({"error": "authgate_unconfigured", "message": "the gateway's auth filter is not configured"}),
+        None,
+    )
+}
+
+/// The session behind a credential expired; the shape suits the route's clients.
+/// `openai` and `anthropic` shapes arrive with the session-replies work; until then they get the
+/// `api` shape, which every HTTP client understands.
+pub fn session_expired(
+    kind: SessionReply,
+    session: &Session,
+    reauth_url: Option<&str>,
+    host: &str,
+    request_id: Option<&str>,
+) -> Reply {
+    let url = reauth_url.or(session.reauth_url.as_deref()).map(sanitize);
+    if let (SessionReply::Browser, Some(url)) = (kind, &url) {
+        let reply = json_reply(
+            302,
+            json!({"error": "session_expired", "reauth_url": url}),
+            request_id,
+        );
+        let reply = with_header(reply, "location", url.clone());
+        return with_header(reply, "x-auth-reauth-url", url.clone());
+    }
+    let message = match &url {
+        Some(url) => session.message.replace("{reauth_url}", url),
+        None => "Your session has expired. Sign in again, then retry.".to_string(),
+    };
+    let mut body = json!({"error": "session_expired", "message": message});
+    if let (Some(url), Some(object)) = (&url, body.as_object_mut()) {
+        object.insert("reauth_url".to_string(), Value::String(url.clone()));
+    }
+    let challenge = format!(
+        "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"session expired\"",
+        realm(host)
+    );
+    let reply = with_header(
+        json_reply(401, body, request_id),
+        "www-authenticate",
+        challenge,
+    );
+    match url {
+        Some(url) => with_header(reply, "x-auth-reauth-url", url),
+        None => reply,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+        reply
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn challenge_cannot_be_broken_by_host_or_description() {
+        let reply = invalid_token("evil\"host", "bad \"desc\"\r\n", Some("id\"1"));
+        let challenge = header(&reply, "www-authenticate").unwrap();
+        assert_eq!(
+            challenge,
+            "Bearer realm=\"evilhost\", error=\"invalid_token\", error_description=\"bad desc\""
+        );
+        let body: Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(body["request_id"], "id1");
+    }
+
+    #[test]
+    fn session_expired_api_shape() {
+        let session = Session {
+            reauth_url: Some("https://sso.example.com/re".to_string()),
+            sandbox_status: 200,
+            message: "Open {reauth_url} now".to_string(),
+        };
+        let reply = session_expired(SessionReply::Api, &session, None, "h", None);
+        assert_eq!(reply.status, 401);
+        assert_eq!(
+            header(&reply, "x-auth-reauth-url"),
+            Some("https://sso.example.com/re")
+        );
+        let body: Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(body["error"], "session_expired");
+        assert_eq!(body["message"], "Open https://sso.example.com/re now");
+        let browser = session_expired(SessionReply::Browser, &session, None, "h", None);
+        assert_eq!(browser.status, 302);
+        assert_eq!(
+            header(&browser, "location"),
+            Some("https://sso.example.com/re")
+        );
+    }
+}

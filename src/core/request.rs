@@ -1,0 +1,75 @@
+//! A read-only view of the request headers the shell read once from the host.
+
+pub struct Request<'a> {
+    headers: &'a [(String, String)],
+}
+
+impl<'a> Request<'a> {
+    pub fn new(headers: &'a [(String, String)]) -> Self {
+        Request { headers }
+    }
+
+    /// First value of a header; `name` must be lowercase (Envoy lowercases header names).
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    pub fn method(&self) -> &'a str {
+        self.header(":method").unwrap_or("")
+    }
+
+    pub fn authority(&self) -> &'a str {
+        self.header(":authority")
+            .or_else(|| self.header("host"))
+            .unwrap_or("")
+    }
+
+    /// The path without its query string.
+    pub fn path(&self) -> &'a str {
+        let full = self.header(":path").unwrap_or("/");
+        full.split_once('?').map_or(full, |(path, _)| path)
+    }
+
+    pub fn request_id(&self) -> Option<&'a str> {
+        self.header("x-request-id")
+    }
+
+    /// One cookie's value from the `cookie` header(s).
+    pub fn cookie(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == "cookie")
+            .flat_map(|(_, v)| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.trim_matches('"'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn path_drops_query_and_cookie_parsing() {
+        let h = headers(&[(":path", "/a/b?x=1"), ("cookie", "a=1; session=tok; b=2")]);
+        let r = Request::new(&h);
+        assert_eq!(r.path(), "/a/b");
+        assert_eq!(r.cookie("session"), Some("tok"));
+        assert_eq!(r.cookie("sess"), None);
+    }
+}

@@ -1,0 +1,15 @@
+//! The thin host shell: the root context (configuration, ticks, JWKS fetches), the HTTP context
+//! (one request), and `host`, the only file that calls the host.
+
+mod host;
+mod http;
+mod jwks_fetch;
+mod root;
+mod vm;
+
+use proxy_wasm::types::LogLevel;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| Box::new(root::Root::default()));
+}}

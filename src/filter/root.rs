@@ -1,0 +1,83 @@
+//! The root context: loads the configuration, drives JWKS fetches on ticks, and creates one
+//! HTTP context per request.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel};
+
+use crate::core::config::{Config, JwksSource};
+use crate::filter::host;
+use crate::filter::http::AuthHttp;
+use crate::filter::jwks_fetch::Fetcher;
+use crate::filter::vm::Vm;
+
+/// Ticks notice key sets fetched by other VMs and answer waiting requests promptly.
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Default)]
+pub struct Root {
+    vm: Option<Rc<Vm>>,
+    fetcher: Fetcher,
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        if let Some(vm) = &self.vm {
+            self.fetcher.on_response(vm, token, body_size);
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        host::log(
+            LogLevel::Info,
+            &format!("authgate {} ({}) starting", crate::VERSION, crate::GIT_HASH),
+        );
+        true
+    }
+
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = host::plugin_configuration(plugin_configuration_size).unwrap_or_default();
+        let config = match Config::parse(&bytes) {
+            Ok(config) => config,
+            Err(error) => {
+                host::log(
+                    LogLevel::Error,
+                    &format!("authgate: invalid configuration: {error}"),
+                );
+                return false;
+            }
+        };
+        let has_remote = config
+            .providers
+            .iter()
+            .any(|p| matches!(p.jwks, JwksSource::Remote(_)));
+        self.fetcher = Fetcher::new(&config);
+        self.vm = Some(Rc::new(Vm::new(config)));
+        if has_remote {
+            host::set_tick_period(TICK);
+        }
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(vm) = &self.vm {
+            self.fetcher.tick(vm);
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(AuthHttp {
+            vm: self.vm.clone(),
+            context_id,
+            waiting: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
