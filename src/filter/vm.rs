@@ -84,7 +84,7 @@ impl Vm {
             &mut &self.counters,
         );
         if host::debug_enabled() {
-            host::log(LogLevel::Debug, &format!("authgate: {}", decision.log));
+            host::log(LogLevel::Debug, &decision.log);
         }
         Some(decision)
     }
