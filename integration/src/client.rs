@@ -65,7 +65,8 @@ impl Req {
 
     /// A JSON body with `content-type: application/json`.
     pub fn json(self, body: &Value) -> Req {
-        self.header("content-type", "application/json").body(body.to_string())
+        self.header("content-type", "application/json")
+            .body(body.to_string())
     }
 
     pub fn timeout(mut self, timeout: Duration) -> Req {
@@ -75,12 +76,16 @@ impl Req {
 
     /// Sends; panics (with the method and URL) only when no HTTP reply came at all.
     pub fn send(&self) -> Reply {
-        self.try_send().unwrap_or_else(|e| panic!("{} {}: {e}", self.method, self.url))
+        self.try_send()
+            .unwrap_or_else(|e| panic!("{} {}: {e}", self.method, self.url))
     }
 
     /// Sends; `Err` only on a transport failure (refused, reset, timeout, bad URL).
     pub fn try_send(&self) -> Result<Reply, String> {
-        let agent = ureq::AgentBuilder::new().redirects(0).timeout(self.timeout).build();
+        let agent = ureq::AgentBuilder::new()
+            .redirects(0)
+            .timeout(self.timeout)
+            .build();
         let mut request = agent.request(&self.method, &self.url);
         for (name, value) in &self.headers {
             request = request.set(name, value);
@@ -101,8 +106,14 @@ impl Req {
                 headers.push((name.to_ascii_lowercase(), value.to_string()));
             }
         }
-        let body = response.into_string().map_err(|e| format!("reading body: {e}"))?;
-        Ok(Reply { status, headers, body })
+        let body = response
+            .into_string()
+            .map_err(|e| format!("reading body: {e}"))?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -115,7 +126,10 @@ impl Reply {
     /// The first value of a header (name case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body parsed as JSON, when it is JSON.
@@ -131,12 +145,17 @@ impl Reply {
     /// For replies from the echo upstream: a header the upstream received.
     pub fn upstream_header(&self, name: &str) -> Option<String> {
         let json = self.json()?;
-        json.get("headers")?.get(name.to_ascii_lowercase())?.as_str().map(str::to_string)
+        json.get("headers")?
+            .get(name.to_ascii_lowercase())?
+            .as_str()
+            .map(str::to_string)
     }
 
     /// For replies from the echo upstream: whether the reply really came from it (its JSON shape).
     pub fn is_from_upstream(&self) -> bool {
-        self.json().map(|j| j.get("headers").is_some() && j.get("method").is_some()).unwrap_or(false)
+        self.json()
+            .map(|j| j.get("headers").is_some() && j.get("method").is_some())
+            .unwrap_or(false)
     }
 }
 

@@ -83,7 +83,11 @@ impl EnvoyConfig {
         if let Some(port) = self.idp_port {
             clusters.push(static_cluster("idp", port));
         }
-        clusters.extend(self.clusters.iter().map(|(name, port)| static_cluster(name, *port)));
+        clusters.extend(
+            self.clusters
+                .iter()
+                .map(|(name, port)| static_cluster(name, *port)),
+        );
         json!({
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
             "static_resources": {
@@ -154,7 +158,11 @@ pub fn wasm_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::repo_root().join("target"));
-    let target = if target.is_relative() { crate::repo_root().join(target) } else { target };
+    let target = if target.is_relative() {
+        crate::repo_root().join(target)
+    } else {
+        target
+    };
     target.join("wasm32-wasip1/release/authgate.wasm")
 }
 
@@ -239,7 +247,10 @@ impl Envoy {
             (value >= at_least).then_some(value)
         })
         .ok_or_else(|| {
-            format!("stat {name}: expected >= {at_least} within {timeout:?}, is {}", self.stat(name))
+            format!(
+                "stat {name}: expected >= {at_least} within {timeout:?}, is {}",
+                self.stat(name)
+            )
         })
     }
 
@@ -268,10 +279,16 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         self.process.kill();
         if std::thread::panicking() {
+            // Skip the start-up banner (extension lists, header map sizes): it is never the point.
+            let log = self.log();
+            let useful: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("server.cc:467]") && !l.contains("server.cc:547]"))
+                .collect();
             eprintln!(
                 "---- envoy log tail (listener :{}) ----\n{}\n---- end of envoy log ----",
                 self.port,
-                tail(&self.log(), 80)
+                useful[useful.len().saturating_sub(60)..].join("\n")
             );
         }
     }
@@ -315,7 +332,12 @@ pub fn start_expecting_failure(config: &EnvoyConfig, timeout: Duration) -> Faile
         Err(e) => panic!("{e}"),
     };
     let deadline = Instant::now() + timeout;
-    let mut outcome = FailedStart { exited: None, ready: false, status_of_get: None, log: String::new() };
+    let mut outcome = FailedStart {
+        exited: None,
+        ready: false,
+        status_of_get: None,
+        log: String::new(),
+    };
     loop {
         if let Some(status) = process.exited() {
             outcome.exited = Some(status);
@@ -369,7 +391,8 @@ impl Process {
         let bootstrap = dir.path().join("envoy.yaml");
         let text = serde_json::to_string_pretty(&config.bootstrap()).map_err(|e| e.to_string())?;
         std::fs::write(&bootstrap, text).map_err(|e| format!("write bootstrap: {e}"))?;
-        let log = File::create(dir.path().join("envoy.log")).map_err(|e| format!("log file: {e}"))?;
+        let log =
+            File::create(dir.path().join("envoy.log")).map_err(|e| format!("log file: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
         let child = Command::new(&config.envoy_bin)
             .arg("-c")
@@ -405,19 +428,28 @@ impl Process {
         let text = std::fs::read_to_string(self.dir.path().join("admin.txt")).ok()?;
         let admin: SocketAddr = text.trim().parse().ok()?;
         let short = Duration::from_secs(2);
-        let ready = Req::get(format!("http://{admin}/ready")).timeout(short).try_send().ok()?;
+        let ready = Req::get(format!("http://{admin}/ready"))
+            .timeout(short)
+            .try_send()
+            .ok()?;
         if ready.status != 200 {
             return None;
         }
-        let listeners =
-            Req::get(format!("http://{admin}/listeners?format=json")).timeout(short).try_send().ok()?;
+        let listeners = Req::get(format!("http://{admin}/listeners?format=json"))
+            .timeout(short)
+            .try_send()
+            .ok()?;
         let port = listener_port(&listeners.json()?)?;
         TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), short).ok()?;
         Some((admin, port))
     }
 
     fn into_envoy(self, admin: SocketAddr, port: u16) -> Envoy {
-        Envoy { process: self, admin, port }
+        Envoy {
+            process: self,
+            admin,
+            port,
+        }
     }
 }
 
@@ -438,7 +470,9 @@ fn listener_port(listeners: &Value) -> Option<u16> {
 }
 
 fn read_log(dir: &Path) -> String {
-    std::fs::read(dir.join("envoy.log")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    std::fs::read(dir.join("envoy.log"))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 fn tail(text: &str, lines: usize) -> String {

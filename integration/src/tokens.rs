@@ -13,7 +13,10 @@ use crate::fixtures::FixtureKey;
 
 /// Seconds since the Unix epoch, now.
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// `iss`, `aud`, `sub`, `iat` = now, `exp` = now + 1 h.
@@ -36,7 +39,11 @@ impl TokenBuilder {
     pub fn new(key: FixtureKey) -> TokenBuilder {
         let mut header = Header::new(key.alg());
         header.kid = Some(key.kid().to_string());
-        TokenBuilder { header, claims: Map::new(), key: key.encoding_key() }
+        TokenBuilder {
+            header,
+            claims: Map::new(),
+            key: key.encoding_key(),
+        }
     }
 
     /// Merges the members of a JSON object into the claims (later values win).
@@ -100,7 +107,12 @@ pub fn alg_none(kid: &str, claims: &Value) -> String {
 /// Same header and signature, another payload: the signature no longer matches.
 pub fn swap_payload(token: &str, claims: &Value) -> String {
     let parts: Vec<&str> = token.split('.').collect();
-    format!("{}.{}.{}", parts[0], b64(&claims.to_string()), parts.get(2).unwrap_or(&""))
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(&claims.to_string()),
+        parts.get(2).unwrap_or(&"")
+    )
 }
 
 /// Corrupts one character in the middle of the signature (a middle base64url character carries

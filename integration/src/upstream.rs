@@ -29,7 +29,10 @@ impl Upstream {
             counter.fetch_add(1, Ordering::SeqCst);
             echo(req)
         });
-        Ok(Upstream { served: bind_and_serve(port, handler)?, requests })
+        Ok(Upstream {
+            served: bind_and_serve(port, handler)?,
+            requests,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -15,7 +15,15 @@ fn assert_refused(config_text: &str, log_needles: &[&str]) {
         .idp(upstream.port())
         .raw_plugin_config(config_text);
     let outcome = start_expecting_failure(&envoy, Duration::from_secs(15));
-    let tail: Vec<&str> = outcome.log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: Vec<&str> = outcome
+        .log
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     assert!(
         outcome.never_served_200(),
         "Envoy served a 200 with an invalid plugin configuration ({config_text});\nlog tail:\n{}",
@@ -50,18 +58,26 @@ fn unknown_top_level_key() {
 
 #[test]
 fn unknown_key_inside_a_provider() {
-    assert_refused(&with_provider_field("audience", json!(["gateway"])), &["jwt_providers.corp.audience"]);
+    assert_refused(
+        &with_provider_field("audience", json!(["gateway"])),
+        &["jwt_providers.corp.audience"],
+    );
 }
 
 #[test]
 fn wrong_type() {
-    assert_refused(&with_provider_field("clock_skew_s", json!("60")), &["jwt_providers.corp.clock_skew_s"]);
+    assert_refused(
+        &with_provider_field("clock_skew_s", json!("60")),
+        &["jwt_providers.corp.clock_skew_s"],
+    );
 }
 
 #[test]
 fn missing_issuer() {
     let mut config = corp_config(local_provider(&[FixtureKey::Rsa1]));
-    config["jwt_providers"]["corp"].as_object_mut().map(|o| o.remove("issuer"));
+    config["jwt_providers"]["corp"]
+        .as_object_mut()
+        .map(|o| o.remove("issuer"));
     assert_refused(&config.to_string(), &["jwt_providers.corp.issuer"]);
 }
 

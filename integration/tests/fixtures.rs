@@ -12,8 +12,12 @@ fn verify(key: FixtureKey, token: &str) -> Result<Value, jsonwebtoken::errors::E
     let mut validation = Validation::new(key.alg());
     validation.set_audience(&["gateway"]);
     validation.set_issuer(&["https://idp.test"]);
-    decode::<Value>(token, &DecodingKey::from_jwk(&jwk).expect("decoding key"), &validation)
-        .map(|data| data.claims)
+    decode::<Value>(
+        token,
+        &DecodingKey::from_jwk(&jwk).expect("decoding key"),
+        &validation,
+    )
+    .map(|data| data.claims)
 }
 
 #[test]
@@ -23,7 +27,11 @@ fn every_jwk_matches_its_private_key() {
         let token = TokenBuilder::new(key).claims(claims).sign();
         let verified = verify(key, &token).unwrap_or_else(|e| panic!("{}: {e}", key.kid()));
         assert_eq!(verified["sub"], "alice", "{}", key.kid());
-        assert!(verify(key, &corrupt_signature(&token)).is_err(), "{}: corrupted verifies", key.kid());
+        assert!(
+            verify(key, &corrupt_signature(&token)).is_err(),
+            "{}: corrupted verifies",
+            key.kid()
+        );
     }
 }
 

@@ -257,7 +257,37 @@ fn check_jwt(
         metrics.increment(Metric::Allowed);
         return Ok(allowed(provider, Rc::clone(&cached.identity_headers), &fp));
     }
-    metrics.increment(Metric::JwtCacheMiss);
+    let outcome = verify_uncached(
+        config,
+        state,
+        provider_index,
+        provider,
+        found,
+        hash,
+        &fp,
+        ctx,
+    );
+    // A request that pauses for keys is counted once, when it is finally decided.
+    if !matches!(outcome, Ok(JwtPass::Wait(_))) {
+        metrics.increment(Metric::JwtCacheMiss);
+    }
+    if matches!(outcome, Ok(JwtPass::Allowed { .. })) {
+        metrics.increment(Metric::Allowed);
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify_uncached(
+    config: &Config,
+    state: &mut State,
+    provider_index: usize,
+    provider: &Provider,
+    found: &Found<'_>,
+    hash: TokenHash,
+    fp: &str,
+    ctx: Context,
+) -> Result<JwtPass, JwtFailure> {
     let inspected = jwt::inspect(found.token).map_err(JwtFailure::Invalid)?;
     if inspected.claimed_issuer.as_deref() != Some(provider.issuer.as_str()) {
         return Err(JwtFailure::Invalid(JwtError::WrongIssuer));
@@ -267,7 +297,7 @@ fn check_jwt(
         if ctx.may_wait {
             return Ok(JwtPass::Wait(wait(
                 provider_index,
-                &fp,
+                fp,
                 "keys not loaded yet",
             )));
         }
@@ -278,7 +308,7 @@ fn check_jwt(
         keys.want_refetch();
         return Ok(JwtPass::Wait(wait(
             provider_index,
-            &fp,
+            fp,
             "unknown kid, refetching keys",
         )));
     }
@@ -295,8 +325,7 @@ fn check_jwt(
             identity_headers: Rc::clone(&identity_headers),
         },
     );
-    metrics.increment(Metric::Allowed);
-    Ok(allowed(provider, identity_headers, &fp))
+    Ok(allowed(provider, identity_headers, fp))
 }
 
 fn allowed(provider: &Provider, add: Rc<Vec<(String, String)>>, fp: &str) -> JwtPass {

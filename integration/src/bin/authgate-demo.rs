@@ -26,7 +26,8 @@ fn port(var: &str, default: u16) -> u16 {
 fn main() {
     let jwks_port = port("AUTHGATE_DEMO_JWKS_PORT", 8082);
     let upstream_port = port("AUTHGATE_DEMO_UPSTREAM_PORT", 8081);
-    let gateway = std::env::var("AUTHGATE_DEMO_GATEWAY").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
+    let gateway =
+        std::env::var("AUTHGATE_DEMO_GATEWAY").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
 
     let idp = JwksStub::start_on(jwks_port, jwks(&[FixtureKey::Rsa1])).unwrap_or_else(|e| {
         eprintln!("JWKS stub: {e}");
@@ -52,7 +53,10 @@ fn main() {
         }))
         .sign();
 
-    println!("JWKS stub:      http://127.0.0.1:{}/jwks (kid rsa-1, issuer {ISSUER})", idp.port());
+    println!(
+        "JWKS stub:      http://127.0.0.1:{}/jwks (kid rsa-1, issuer {ISSUER})",
+        idp.port()
+    );
     println!("echo upstream:  http://127.0.0.1:{}/", upstream.port());
     println!();
     println!("Demo token (RS256, sub demo-user, aud gateway, valid 12 h):");
@@ -61,9 +65,13 @@ fn main() {
     println!("Try (gateway at {gateway}):");
     println!("  export TOKEN={token}");
     println!("  curl -i {gateway}/health");
-    println!("  curl -i {gateway}/v1/models                                   # 401 unauthenticated");
+    println!(
+        "  curl -i {gateway}/v1/models                                   # 401 unauthenticated"
+    );
     println!("  curl -i -H \"Authorization: Bearer $TOKEN\" {gateway}/v1/models   # 200, upstream echoes x-auth-* headers");
-    println!("  curl -i -H \"Authorization: Bearer $TOKEN.x\" {gateway}/v1/models # 401 invalid_token");
+    println!(
+        "  curl -i -H \"Authorization: Bearer $TOKEN.x\" {gateway}/v1/models # 401 invalid_token"
+    );
     println!();
     println!("Serving until killed (Ctrl-C).");
     loop {
