@@ -305,25 +305,27 @@ fn bad_tokens_get_401_invalid_token() {
     checks.finish();
 }
 
+/// An rsa-1 token for alice with one numeric claim (`exp`, `nbf`, `iat`) set to `value`.
+fn rsa_token_with(name: &str, value: i64) -> String {
+    let mut claims = corp_claims("alice");
+    claims[name] = json!(value);
+    token(FixtureKey::Rsa1, claims)
+}
+
 #[test]
 fn expiry_uses_clock_skew_and_gives_session_expired() {
     let mut plugin = corp_config(local_provider(&[FixtureKey::Rsa1]));
     plugin["session"] = json!({"reauth_url": "https://sso.test/reauth"});
     let gw = local_gateway(&plugin);
     let mut checks = Checks::new();
-    let at = |name: &str, value: i64| {
-        let mut c = corp_claims("alice");
-        c[name] = json!(value);
-        token(FixtureKey::Rsa1, c)
-    };
 
-    let reply = get_with(&gw, "/api/a", &at("exp", now() - 30), "exp-30");
+    let reply = get_with(&gw, "/api/a", &rsa_token_with("exp", now() - 30), "exp-30");
     checks.check(
         "exp 30 s ago is within the 60 s leeway",
         expect::allowed(&reply),
     );
 
-    let expired = at("exp", now() - 120);
+    let expired = rsa_token_with("exp", now() - 120);
     let reply = get_with(&gw, "/api/a", &expired, "exp-120");
     checks.check(
         "exp 120 s ago: session expired",
@@ -359,12 +361,17 @@ fn expiry_uses_clock_skew_and_gives_session_expired() {
         },
     );
 
-    let reply = get_with(&gw, "/api/a", &at("nbf", now() + 30), "nbf+30");
+    let reply = get_with(&gw, "/api/a", &rsa_token_with("nbf", now() + 30), "nbf+30");
     checks.check(
         "nbf 30 s ahead is within the leeway",
         expect::allowed(&reply),
     );
-    let reply = get_with(&gw, "/api/a", &at("nbf", now() + 120), "nbf+120");
+    let reply = get_with(
+        &gw,
+        "/api/a",
+        &rsa_token_with("nbf", now() + 120),
+        "nbf+120",
+    );
     checks.check(
         "nbf 120 s ahead: invalid_token",
         expect::invalid_token(&reply),
@@ -383,18 +390,18 @@ fn non_default_provider_options() {
     plugin["cors"] = json!({"bypass_preflight": false});
     let gw = local_gateway(&plugin);
     let mut checks = Checks::new();
-    let at = |name: &str, value: i64| {
-        let mut c = corp_claims("alice");
-        c[name] = json!(value);
-        token(FixtureKey::Rsa1, c)
-    };
 
-    let reply = get_with(&gw, "/api/a", &at("exp", now() - 30), "skew");
+    let reply = get_with(&gw, "/api/a", &rsa_token_with("exp", now() - 30), "skew");
     checks.check(
         "exp 30 s ago with clock_skew_s 5: session expired",
         expect::session_expired_api(&reply),
     );
-    let reply = get_with(&gw, "/api/a", &at("nbf", now() + 30), "skew-nbf");
+    let reply = get_with(
+        &gw,
+        "/api/a",
+        &rsa_token_with("nbf", now() + 30),
+        "skew-nbf",
+    );
     checks.check(
         "nbf 30 s ahead with clock_skew_s 5: invalid_token",
         expect::invalid_token(&reply),
@@ -420,7 +427,7 @@ fn non_default_provider_options() {
 
     // A verification cached while valid must end at exp + leeway: exp = now - 3 is valid for
     // about 2 more seconds with clock_skew_s 5.
-    let soon = at("exp", now() - 3);
+    let soon = rsa_token_with("exp", now() - 3);
     let first = get_with(&gw, "/api/a", &soon, "soon");
     checks.check(
         "token about to expire: allowed (and cached)",

@@ -128,6 +128,10 @@ mod raw {
         pub public: bool,
         #[serde(default)]
         pub requires_any: Vec<String>,
+        #[serde(default)]
+        pub require_scopes: Vec<String>,
+        #[serde(default)]
+        pub require_roles: Vec<String>,
         pub session_reply: Option<SessionReply>,
     }
 
@@ -239,6 +243,8 @@ pub struct Rule {
     pub hosts: Vec<HostGlob>,
     pub public: bool,
     pub requires: Vec<Requirement>,
+    pub require_scopes: Vec<String>,
+    pub require_roles: Vec<String>,
     pub session_reply: SessionReply,
 }
 
@@ -582,6 +588,26 @@ fn compile_rule(path: &str, raw: raw::Rule, providers: &[Provider]) -> Result<Ru
             "missing field: list the credentials this rule accepts, or set \"public\": true",
         ));
     }
+    if raw.public && !(raw.require_scopes.is_empty() && raw.require_roles.is_empty()) {
+        return Err(ConfigError::new(
+            format!("{path}.public"),
+            "a public rule cannot require scopes or roles",
+        ));
+    }
+    for (field, list) in [
+        ("require_scopes", &raw.require_scopes),
+        ("require_roles", &raw.require_roles),
+    ] {
+        if let Some(i) = list
+            .iter()
+            .position(|v| v.is_empty() || v.contains(char::is_whitespace))
+        {
+            return Err(ConfigError::new(
+                format!("{path}.{field}[{i}]"),
+                "must be a single non-empty name without spaces",
+            ));
+        }
+    }
     let mut requires = Vec::with_capacity(raw.requires_any.len());
     for (i, requirement) in raw.requires_any.iter().enumerate() {
         let at = format!("{path}.requires_any[{i}]");
@@ -594,6 +620,8 @@ fn compile_rule(path: &str, raw: raw::Rule, providers: &[Provider]) -> Result<Ru
         hosts,
         public: raw.public,
         requires,
+        require_scopes: raw.require_scopes,
+        require_roles: raw.require_roles,
         session_reply: raw.session_reply.unwrap_or_default(),
     })
 }

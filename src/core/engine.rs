@@ -5,12 +5,13 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
-use crate::core::claims;
 use crate::core::config::{Config, Provider, Requirement, Rule};
 use crate::core::extract::{self, Found};
+use crate::core::identity::Identity;
 use crate::core::jwt::{self, JwtError};
 use crate::core::keystate::ProviderKeys;
 use crate::core::metrics::{Metric, MetricSink};
+use crate::core::policy::{self, PolicyDenial};
 use crate::core::replies::{self, Reply};
 use crate::core::request::Request;
 use crate::core::token_cache::{CachedToken, TokenCache, TokenHash, DEFAULT_CAPACITY};
@@ -125,11 +126,21 @@ pub fn decide(
         match check_jwt(config, state, *provider, found, ctx, metrics) {
             Ok(JwtPass::Allowed {
                 forward_token,
-                add,
+                identity,
                 log,
             }) => {
+                if let Err(denial) = policy::check(rule, &identity) {
+                    return deny_policy(request, denial, &log, metrics);
+                }
+                metrics.increment(Metric::Allowed);
                 let token_header = if forward_token { None } else { found.header };
-                return pass(config, request, token_header, add, log);
+                return pass(
+                    config,
+                    request,
+                    token_header,
+                    Rc::clone(&identity.headers),
+                    log,
+                );
             }
             Ok(JwtPass::Wait(decision)) => return decision,
             Err(failure) if first_failure.is_none() => first_failure = Some(failure),
@@ -139,6 +150,33 @@ pub fn decide(
     let failure = first_failure.unwrap_or(JwtFailure::Invalid(JwtError::WrongIssuer));
     let hash = token_hash(first.1.token);
     deny_jwt(config, rule, request, failure, &hash, metrics)
+}
+
+/// The credential is valid but the rule asks for scopes or roles it lacks: 403.
+fn deny_policy(
+    request: &Request<'_>,
+    denial: PolicyDenial,
+    allow_log: &str,
+    metrics: &mut dyn MetricSink,
+) -> Decision {
+    metrics.increment(Metric::Denied);
+    let request_id = request.request_id();
+    let (reply, reason) = match &denial {
+        PolicyDenial::MissingScopes(missing) => {
+            metrics.increment(Metric::DeniedInsufficientScope);
+            (
+                replies::insufficient_scope(request.authority(), missing, request_id),
+                "insufficient_scope",
+            )
+        }
+        PolicyDenial::MissingRoles(missing) => {
+            metrics.increment(Metric::DeniedForbidden);
+            let message = format!("missing role(s): {}", missing.join(" "));
+            (replies::forbidden(&message, request_id), "missing_roles")
+        }
+    };
+    let credential = allow_log.strip_prefix("allow ").unwrap_or(allow_log);
+    respond(reply, format!("deny {reason} {credential}"))
 }
 
 fn respond(reply: Reply, log: String) -> Decision {
@@ -216,7 +254,7 @@ fn find_jwts<'a>(
 enum JwtPass {
     Allowed {
         forward_token: bool,
-        add: Rc<Vec<(String, String)>>,
+        identity: Rc<Identity>,
         log: String,
     },
     Wait(Decision),
@@ -254,8 +292,7 @@ fn check_jwt(
         if cached.expires_after.is_some_and(|t| t < ctx.now_s()) {
             return Err(JwtFailure::Invalid(JwtError::Expired));
         }
-        metrics.increment(Metric::Allowed);
-        return Ok(allowed(provider, Rc::clone(&cached.identity_headers), &fp));
+        return Ok(allowed(provider, Rc::clone(&cached.identity), &fp));
     }
     let outcome = verify_uncached(
         config,
@@ -270,9 +307,6 @@ fn check_jwt(
     // A request that pauses for keys is counted once, when it is finally decided.
     if !matches!(outcome, Ok(JwtPass::Wait(_))) {
         metrics.increment(Metric::JwtCacheMiss);
-    }
-    if matches!(outcome, Ok(JwtPass::Allowed { .. })) {
-        metrics.increment(Metric::Allowed);
     }
     outcome
 }
@@ -315,23 +349,23 @@ fn verify_uncached(
     let verified =
         jwt::verify(&inspected, provider, &key_set, ctx.now_s()).map_err(JwtFailure::Invalid)?;
     let leeway = i64::try_from(provider.clock_skew_s).unwrap_or(i64::MAX);
-    let identity_headers = Rc::new(identity_headers(config, provider, &verified.claims));
+    let identity = Rc::new(Identity::from_jwt(config, provider, &verified.claims));
     state.tokens.insert(
         hash,
         CachedToken {
             provider: provider_index,
             expires_after: verified.expires_at.map(|exp| exp.saturating_add(leeway)),
             kid: verified.kid,
-            identity_headers: Rc::clone(&identity_headers),
+            identity: Rc::clone(&identity),
         },
     );
-    Ok(allowed(provider, identity_headers, fp))
+    Ok(allowed(provider, identity, fp))
 }
 
-fn allowed(provider: &Provider, add: Rc<Vec<(String, String)>>, fp: &str) -> JwtPass {
+fn allowed(provider: &Provider, identity: Rc<Identity>, fp: &str) -> JwtPass {
     JwtPass::Allowed {
         forward_token: provider.forward,
-        add,
+        identity,
         log: format!("allow jwt provider={} token={fp}", provider.name),
     }
 }
@@ -383,36 +417,4 @@ fn deny_jwt(
             )
         }
     }
-}
-
-/// Identity headers for a verified token, computed once and cached with it.
-fn identity_headers(
-    config: &Config,
-    provider: &Provider,
-    claims_map: &serde_json::Map<String, serde_json::Value>,
-) -> Vec<(String, String)> {
-    let prefix = &config.identity_prefix;
-    let names = &provider.subject_claims;
-    let mut headers = vec![
-        (format!("{prefix}credential"), "jwt".to_string()),
-        (format!("{prefix}provider"), provider.name.clone()),
-    ];
-    let mut put = |suffix: &str, value: Option<String>| {
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            headers.push((format!("{prefix}{suffix}"), value));
-        }
-    };
-    let value_at = |path: &str| claims::lookup(claims_map, path).and_then(claims::header_value);
-    put("subject", value_at(&names.subject));
-    put("email", value_at(&names.email));
-    let roles = claims::string_list(claims::lookup(claims_map, &names.roles));
-    put("roles", Some(roles.join(",")));
-    let scopes = claims::string_list(claims::lookup(claims_map, &names.scopes));
-    put("scopes", Some(scopes.join(",")));
-    for (claim, header) in &provider.claim_to_headers {
-        if let Some(value) = value_at(claim) {
-            headers.push((header.clone(), value));
-        }
-    }
-    headers
 }

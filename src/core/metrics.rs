@@ -8,6 +8,7 @@ pub enum Metric {
     DeniedMissingCredential,
     DeniedInvalidToken,
     DeniedForbidden,
+    DeniedInsufficientScope,
     DeniedNoRule,
     SessionExpired,
     JwksUnavailable,
@@ -18,12 +19,13 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 13] = [
         Metric::Allowed,
         Metric::Denied,
         Metric::DeniedMissingCredential,
         Metric::DeniedInvalidToken,
         Metric::DeniedForbidden,
+        Metric::DeniedInsufficientScope,
         Metric::DeniedNoRule,
         Metric::SessionExpired,
         Metric::JwksUnavailable,
@@ -40,6 +42,7 @@ impl Metric {
             Metric::DeniedMissingCredential => "authgate.denied.missing_credential",
             Metric::DeniedInvalidToken => "authgate.denied.invalid_token",
             Metric::DeniedForbidden => "authgate.denied.forbidden",
+            Metric::DeniedInsufficientScope => "authgate.denied.insufficient_scope",
             Metric::DeniedNoRule => "authgate.denied.no_rule",
             Metric::SessionExpired => "authgate.session_expired",
             Metric::JwksUnavailable => "authgate.jwks_unavailable",

@@ -81,6 +81,22 @@ pub fn invalid_token(host: &str, description: &str, request_id: Option<&str>) ->
     with_header(reply, "www-authenticate", challenge)
 }
 
+/// 403 for a valid token that lacks scopes the route requires (RFC 6750 3.1).
+pub fn insufficient_scope(host: &str, missing: &[String], request_id: Option<&str>) -> Reply {
+    let scopes = missing.join(" ");
+    let reply = json_reply(
+        403,
+        json!({"error": "insufficient_scope", "message": format!("missing scope(s): {scopes}")}),
+        request_id,
+    );
+    let challenge = format!(
+        "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"",
+        realm(host),
+        sanitize(&scopes)
+    );
+    with_header(reply, "www-authenticate", challenge)
+}
+
 pub fn forbidden(message: &str, request_id: Option<&str>) -> Reply {
     json_reply(
         403,

@@ -6,19 +6,21 @@ use std::rc::Rc;
 
 use lru::LruCache;
 
+use crate::core::identity::Identity;
+
 /// Enough for every active user of a busy gateway; about 1 KiB each.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
 pub type TokenHash = [u8; 32];
 
-/// What a verified token grants, computed once when it was verified.
+/// A verified token and what it grants, computed once when it was verified.
 #[derive(Debug, Clone)]
 pub struct CachedToken {
     pub provider: usize,
     /// Seconds since the epoch after which the token counts as expired (`exp` + leeway).
     pub expires_after: Option<i64>,
     pub kid: Option<String>,
-    pub identity_headers: Rc<Vec<(String, String)>>,
+    pub identity: Rc<Identity>,
 }
 
 pub struct TokenCache {
@@ -72,7 +74,7 @@ mod tests {
             provider,
             expires_after: None,
             kid: kid.map(str::to_string),
-            identity_headers: Rc::new(Vec::new()),
+            identity: Rc::default(),
         }
     }
 

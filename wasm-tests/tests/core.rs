@@ -250,3 +250,77 @@ fn config_errors_name_the_field_path() {
         assert_eq!(err.path, path, "{err}");
     }
 }
+
+fn policy_config() -> Config {
+    let json = json!({
+        "jwt_providers": {"corp": {"issuer": fixtures::ISSUER, "local_jwks": fixtures::JWKS,
+                                   "subject_claims": {"roles": "realm_access.roles"}}},
+        "rules": [
+            {"match": {"prefix": "/write"}, "requires_any": ["jwt:corp"],
+             "require_scopes": ["llm:invoke", "write"]},
+            {"match": {"prefix": "/ops"}, "requires_any": ["jwt:corp"], "require_roles": ["ops"]},
+            {"match": {"prefix": "/"}, "requires_any": ["jwt:corp"],
+             "require_scopes": ["llm:invoke"], "require_roles": ["admin"]}
+        ]
+    });
+    Config::parse(json.to_string().as_bytes()).unwrap()
+}
+
+#[test]
+fn scopes_and_roles_are_required_per_rule_also_on_cache_hits() {
+    let config = policy_config();
+    let mut state = State::new(&config);
+    for _ in 0..2 {
+        let (step, metrics) = run(
+            &config,
+            &mut state,
+            &request("/v1/x", Some(fixtures::TOKEN_RS256)),
+        );
+        assert_eq!(added(&step, "x-auth-roles").as_deref(), Some("user,admin"));
+        assert_eq!(metrics.count(Metric::Allowed), 1);
+
+        let (step, metrics) = run(
+            &config,
+            &mut state,
+            &request("/write", Some(fixtures::TOKEN_RS256)),
+        );
+        assert_eq!(status_and_body(&step).0, 403);
+        assert_eq!(status_and_body(&step).1["error"], "insufficient_scope");
+        let Step::Respond(reply) = &step else {
+            unreachable!()
+        };
+        let challenge = &reply
+            .headers
+            .iter()
+            .find(|(n, _)| n == "www-authenticate")
+            .unwrap()
+            .1;
+        assert!(
+            challenge.contains("error=\"insufficient_scope\", scope=\"write\""),
+            "{challenge}"
+        );
+        assert_eq!(metrics.count(Metric::Allowed), 0);
+        assert_eq!(metrics.count(Metric::DeniedInsufficientScope), 1);
+
+        let (step, _) = run(
+            &config,
+            &mut state,
+            &request("/ops", Some(fixtures::TOKEN_RS256)),
+        );
+        let (status, body) = status_and_body(&step);
+        assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")));
+        assert_eq!(body["message"], "missing role(s): ops");
+    }
+}
+
+#[test]
+fn policy_config_errors() {
+    let bad = json!({"jwt_providers": {"corp": {"issuer": "x", "local_jwks": fixtures::JWKS}},
+        "rules": [{"match": {"prefix": "/"}, "requires_any": ["jwt:corp"], "require_scopes": ["a b"]}]});
+    let err = Config::parse(bad.to_string().as_bytes()).unwrap_err();
+    assert_eq!(err.path, "rules[0].require_scopes[0]");
+    let typo = json!({"jwt_providers": {"corp": {"issuer": "x", "local_jwks": fixtures::JWKS}},
+        "rules": [{"match": {"prefix": "/"}, "requires_any": ["jwt:corp"], "require_scope": ["a"]}]});
+    let err = Config::parse(typo.to_string().as_bytes()).unwrap_err();
+    assert_eq!(err.path, "rules[0].require_scope");
+}
