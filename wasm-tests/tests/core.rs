@@ -64,6 +64,13 @@ fn status_and_body(step: &Step) -> (u16, Value) {
     }
 }
 
+fn reply_header<'a>(reply: &'a authgate::core::replies::Reply, name: &str) -> &'a str {
+    let found = reply.headers.iter().find(|(n, _)| n == name);
+    found
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} header"))
+}
+
 fn added(step: &Step, name: &str) -> Option<String> {
     match step {
         Step::Continue { add, .. } => add.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()),
@@ -198,12 +205,7 @@ fn bad_tokens_are_401_invalid_token_without_echoing_them() {
             unreachable!()
         };
         assert!(!reply.body.contains(token));
-        let challenge = &reply
-            .headers
-            .iter()
-            .find(|(n, _)| n == "www-authenticate")
-            .unwrap()
-            .1;
+        let challenge = reply_header(reply, "www-authenticate");
         assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
     }
 }
@@ -289,12 +291,7 @@ fn scopes_and_roles_are_required_per_rule_also_on_cache_hits() {
         let Step::Respond(reply) = &step else {
             unreachable!()
         };
-        let challenge = &reply
-            .headers
-            .iter()
-            .find(|(n, _)| n == "www-authenticate")
-            .unwrap()
-            .1;
+        let challenge = reply_header(reply, "www-authenticate");
         assert!(
             challenge.contains("error=\"insufficient_scope\", scope=\"write\""),
             "{challenge}"
