@@ -1,4 +1,4 @@
-//! The pure core: no `proxy_wasm` here. Time comes in as arguments; results are steps the
+//! The pure core: it never imports the proxy-wasm SDK. Time comes in as arguments; results are steps the
 //! shell in `crate::filter` carries out.
 
 pub mod alg;
