@@ -272,10 +272,6 @@ impl Config {
             .map_err(|e| ConfigError::new("", e.to_string()))?;
         compile(raw)
     }
-
-    pub fn provider_index(&self, name: &str) -> Option<usize> {
-        self.providers.iter().position(|p| p.name == name)
-    }
 }
 
 /// serde reports a missing field at its parent; name the field itself so users find it.
