@@ -209,6 +209,15 @@ impl Envoy {
         }
     }
 
+    /// Envoy's resident memory (VmRSS from `/proc`), in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// `http://127.0.0.1:<listener port><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
@@ -233,6 +242,26 @@ impl Envoy {
     pub fn stats(&self) -> BTreeMap<String, u64> {
         let reply = self.admin_get("/stats?filter=%5Ewasmcustom%5C.");
         parse_stats(&reply.body)
+    }
+
+    /// Connections each worker accepted on the listener (`listener.*.worker_N.downstream_cx_total`),
+    /// indexed by worker: shows which workers served a test's requests.
+    pub fn connections_per_worker(&self) -> Vec<u64> {
+        let reply = self.admin_get("/stats?filter=%5Elistener%5C..*worker_.*downstream_cx_total");
+        let mut per_worker: BTreeMap<usize, u64> = BTreeMap::new();
+        for line in reply.body.lines() {
+            let Some((name, value)) = line.split_once(": ") else {
+                continue;
+            };
+            let worker = name
+                .split('.')
+                .find_map(|part| part.strip_prefix("worker_"))
+                .and_then(|n| n.parse().ok());
+            if let (Some(worker), Ok(value)) = (worker, value.trim().parse::<u64>()) {
+                *per_worker.entry(worker).or_default() += value;
+            }
+        }
+        per_worker.into_values().collect()
     }
 
     /// The value of counter (or gauge) `wasmcustom.<name>`; a stat not defined yet counts as 0.

@@ -71,3 +71,10 @@ pub mod stat {
     pub const JWKS_FETCH_SUCCESS: &str = "authgate.jwks_fetch_success";
     pub const JWKS_FETCH_FAILED: &str = "authgate.jwks_fetch_failed";
 }
+
+/// An `api_keys.keys` entry for `key`: only its SHA-256 goes into the configuration.
+pub fn api_key_entry(id: &str, key: &str, principal: &str, scopes: &[&str]) -> Value {
+    use sha2::{Digest, Sha256};
+    json!({"id": id, "sha256": hex::encode(Sha256::digest(key.as_bytes())),
+           "principal": principal, "scopes": scopes})
+}

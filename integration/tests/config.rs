@@ -92,3 +92,26 @@ fn provider_names_are_case_sensitive() {
 fn not_json_at_all() {
     assert_refused("{\"jwt_providers\": {", &[]);
 }
+
+#[test]
+fn raw_api_key_instead_of_its_digest() {
+    let mut config = corp_config(local_provider(&[FixtureKey::Rsa1]));
+    config["api_keys"] = json!({"keys": [
+        {"id": "ci", "sha256": "ek_live_51HxQ2eZvKYlo2C8xT4mN7pR", "principal": "svc:ci"}]});
+    let text = config.to_string();
+    assert_refused(&text, &["api_keys.keys[0].sha256", "64 hex"]);
+}
+
+#[test]
+fn api_key_rule_without_keys_and_backoff_typo() {
+    let mut config = corp_config(local_provider(&[FixtureKey::Rsa1]));
+    config["rules"][1]["requires_any"] = json!(["jwt:corp", "api_key"]);
+    assert_refused(
+        &config.to_string(),
+        &["rules[1].requires_any[1]", "api_keys"],
+    );
+
+    let mut config = corp_config(local_provider(&[FixtureKey::Rsa1]));
+    config["failed_auth_backoff"] = json!({"after_failure": 5});
+    assert_refused(&config.to_string(), &["failed_auth_backoff.after_failure"]);
+}

@@ -7,6 +7,9 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::core::api_keys::ApiKeys;
+use crate::core::backoff::Backoff;
+use crate::core::client_ip::ClientIpSource;
 use crate::core::glob::HostGlob;
 use crate::core::jwks::KeySet;
 
@@ -25,7 +28,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             path: path.into(),
             message: message.into(),
@@ -45,7 +48,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-mod raw {
+pub(crate) mod raw {
     //! The configuration exactly as written. Unknown keys are errors (typo detection).
     use super::*;
 
@@ -63,6 +66,47 @@ mod raw {
         pub identity_headers: IdentityHeaders,
         #[serde(default)]
         pub session: Session,
+        pub api_keys: Option<ApiKeys>,
+        pub opaque_tokens: Option<OpaqueTokens>,
+        pub failed_auth_backoff: Option<FailedAuthBackoff>,
+        pub client_ip: Option<ClientIp>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ApiKeys {
+        pub headers: Option<Vec<String>>,
+        #[serde(default)]
+        pub forward: bool,
+        pub keys: Vec<ApiKey>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ApiKey {
+        pub id: String,
+        pub sha256: String,
+        pub principal: String,
+        #[serde(default)]
+        pub scopes: Vec<String>,
+        pub expires_at: Option<String>,
+        pub active: Option<bool>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct FailedAuthBackoff {
+        pub after_failures: Option<u32>,
+        pub base_s: Option<u64>,
+        pub max_s: Option<u64>,
+        pub slots: Option<u32>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ClientIp {
+        pub from: String,
+        pub trusted_hops: Option<u32>,
     }
 
     #[derive(Deserialize)]
@@ -178,6 +222,15 @@ pub enum SessionReply {
     Browser,
 }
 
+/// What to do with a bearer token that is not a JWT (no two dots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OpaqueTokens {
+    #[default]
+    Reject,
+    Enterprise,
+}
+
 /// The validated, compiled configuration. Immutable after `on_configure`.
 #[derive(Debug)]
 pub struct Config {
@@ -189,6 +242,10 @@ pub struct Config {
     pub session: Session,
     /// Every configured claim header (lowercase): removed from incoming requests.
     pub claim_header_names: Vec<String>,
+    pub api_keys: Option<ApiKeys>,
+    pub opaque_tokens: OpaqueTokens,
+    pub backoff: Option<Backoff>,
+    pub client_ip: ClientIpSource,
 }
 
 #[derive(Debug)]
@@ -252,6 +309,8 @@ pub struct Rule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requirement {
     Jwt(usize),
+    ApiKey,
+    OpaqueToken,
 }
 
 #[derive(Debug, Clone)]
@@ -262,6 +321,11 @@ pub struct Session {
 }
 
 impl Config {
+    /// Whether decisions need the client's address (the shell then reads it per request).
+    pub fn needs_client_ip(&self) -> bool {
+        self.backoff.is_some()
+    }
+
     /// Parses and validates the plugin configuration JSON.
     pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
         let mut deserializer = serde_json::Deserializer::from_slice(json);
@@ -308,16 +372,6 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
     for (name, provider) in raw.jwt_providers {
         providers.push(compile_provider(name, provider)?);
     }
-    let mut rules = Vec::with_capacity(raw.rules.len());
-    for (index, rule) in raw.rules.into_iter().enumerate() {
-        rules.push(compile_rule(&format!("rules[{index}]"), rule, &providers)?);
-    }
-    let health_path = match raw.health_path {
-        Some(path) if !path.starts_with('/') => {
-            return Err(ConfigError::new("health_path", "must start with '/'"))
-        }
-        other => other,
-    };
     let identity_prefix = raw
         .identity_headers
         .prefix
@@ -329,6 +383,29 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
             "must be a header-name prefix of at least two characters, e.g. \"x-auth-\"",
         ));
     }
+    let api_keys = match raw.api_keys {
+        Some(keys) => Some(ApiKeys::compile(keys, &identity_prefix)?),
+        None => None,
+    };
+    let credentials = Credentials {
+        providers: &providers,
+        api_keys: api_keys.is_some(),
+        opaque_tokens: raw.opaque_tokens.unwrap_or_default(),
+    };
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    for (index, rule) in raw.rules.into_iter().enumerate() {
+        rules.push(compile_rule(
+            &format!("rules[{index}]"),
+            rule,
+            &credentials,
+        )?);
+    }
+    let health_path = match raw.health_path {
+        Some(path) if !path.starts_with('/') => {
+            return Err(ConfigError::new("health_path", "must start with '/'"))
+        }
+        other => other,
+    };
     let session = compile_session(raw.session)?;
     let mut claim_header_names: Vec<String> = providers
         .iter()
@@ -344,7 +421,18 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         identity_prefix,
         session,
         claim_header_names,
+        api_keys,
+        opaque_tokens: raw.opaque_tokens.unwrap_or_default(),
+        backoff: raw.failed_auth_backoff.map(Backoff::compile).transpose()?,
+        client_ip: ClientIpSource::compile(raw.client_ip)?,
     })
+}
+
+/// The credentials configured, for checking what rules ask for.
+struct Credentials<'a> {
+    providers: &'a [Provider],
+    api_keys: bool,
+    opaque_tokens: OpaqueTokens,
 }
 
 fn compile_provider(name: String, raw: raw::Provider) -> Result<Provider, ConfigError> {
@@ -538,7 +626,11 @@ fn split_uri(uri: &str) -> Option<(String, String)> {
     Some((authority.to_string(), path.to_string()))
 }
 
-fn compile_rule(path: &str, raw: raw::Rule, providers: &[Provider]) -> Result<Rule, ConfigError> {
+fn compile_rule(
+    path: &str,
+    raw: raw::Rule,
+    credentials: &Credentials<'_>,
+) -> Result<Rule, ConfigError> {
     let matcher = raw.matcher;
     if matcher.path.is_some() && matcher.prefix.is_some() {
         return Err(ConfigError::new(
@@ -607,7 +699,11 @@ fn compile_rule(path: &str, raw: raw::Rule, providers: &[Provider]) -> Result<Ru
     let mut requires = Vec::with_capacity(raw.requires_any.len());
     for (i, requirement) in raw.requires_any.iter().enumerate() {
         let at = format!("{path}.requires_any[{i}]");
-        requires.push(parse_requirement(&at, requirement, providers)?);
+        let parsed = parse_requirement(&at, requirement, credentials)?;
+        if requires.contains(&parsed) {
+            return Err(ConfigError::new(at, "listed twice"));
+        }
+        requires.push(parsed);
     }
     Ok(Rule {
         path: matcher.path,
@@ -625,12 +721,35 @@ fn compile_rule(path: &str, raw: raw::Rule, providers: &[Provider]) -> Result<Ru
 fn parse_requirement(
     at: &str,
     requirement: &str,
-    providers: &[Provider],
+    credentials: &Credentials<'_>,
 ) -> Result<Requirement, ConfigError> {
+    let providers = credentials.providers;
+    match requirement {
+        "api_key" if credentials.api_keys => return Ok(Requirement::ApiKey),
+        "api_key" => {
+            return Err(ConfigError::new(
+                at,
+                "\"api_key\" needs an api_keys section listing the keys",
+            ))
+        }
+        "opaque_token" if credentials.opaque_tokens == OpaqueTokens::Enterprise => {
+            return Ok(Requirement::OpaqueToken)
+        }
+        "opaque_token" => {
+            return Err(ConfigError::new(
+                at,
+                "\"opaque_token\" needs \"opaque_tokens\": \"enterprise\" (they are rejected by default)",
+            ))
+        }
+        _ => {}
+    }
     let Some(name) = requirement.strip_prefix("jwt:") else {
         return Err(ConfigError::new(
             at,
-            format!("unknown credential {requirement:?}; expected \"jwt:<provider>\""),
+            format!(
+                "unknown credential {requirement:?}; expected \"jwt:<provider>\", \"api_key\" \
+                 or \"opaque_token\""
+            ),
         ));
     };
     if let Some(index) = providers.iter().position(|p| p.name == name) {
@@ -676,7 +795,7 @@ fn compile_session(raw: raw::Session) -> Result<Session, ConfigError> {
 }
 
 /// RFC 7230 token characters, lowercase only (Envoy lowercases header names).
-fn is_header_name(name: &str) -> bool {
+pub(crate) fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b)

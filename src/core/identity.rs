@@ -47,4 +47,21 @@ impl Identity {
             roles,
         }
     }
+
+    /// The identity of a configured API key: its principal and scopes (API keys carry no roles).
+    pub fn from_api_key(prefix: &str, id: &str, principal: &str, scopes: &[String]) -> Self {
+        let mut headers = vec![
+            (format!("{prefix}credential"), "api_key".to_string()),
+            (format!("{prefix}key-id"), id.to_string()),
+            (format!("{prefix}subject"), principal.to_string()),
+        ];
+        if !scopes.is_empty() {
+            headers.push((format!("{prefix}scopes"), scopes.join(",")));
+        }
+        Identity {
+            headers: Rc::new(headers),
+            scopes: scopes.to_vec(),
+            roles: Vec::new(),
+        }
+    }
 }

@@ -16,10 +16,17 @@ pub enum Metric {
     JwtCacheMiss,
     JwksFetchSuccess,
     JwksFetchFailed,
+    AllowedJwt,
+    AllowedApiKey,
+    AllowedOpaqueToken,
+    DeniedJwt,
+    DeniedApiKey,
+    DeniedOpaqueToken,
+    RateLimited,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 20] = [
         Metric::Allowed,
         Metric::Denied,
         Metric::DeniedMissingCredential,
@@ -33,6 +40,13 @@ impl Metric {
         Metric::JwtCacheMiss,
         Metric::JwksFetchSuccess,
         Metric::JwksFetchFailed,
+        Metric::AllowedJwt,
+        Metric::AllowedApiKey,
+        Metric::AllowedOpaqueToken,
+        Metric::DeniedJwt,
+        Metric::DeniedApiKey,
+        Metric::DeniedOpaqueToken,
+        Metric::RateLimited,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +64,13 @@ impl Metric {
             Metric::JwtCacheMiss => "authgate.jwt_cache_miss",
             Metric::JwksFetchSuccess => "authgate.jwks_fetch_success",
             Metric::JwksFetchFailed => "authgate.jwks_fetch_failed",
+            Metric::AllowedJwt => "authgate.allowed.jwt",
+            Metric::AllowedApiKey => "authgate.allowed.api_key",
+            Metric::AllowedOpaqueToken => "authgate.allowed.opaque_token",
+            Metric::DeniedJwt => "authgate.denied.jwt",
+            Metric::DeniedApiKey => "authgate.denied.api_key",
+            Metric::DeniedOpaqueToken => "authgate.denied.opaque_token",
+            Metric::RateLimited => "authgate.rate_limited",
         }
     }
 

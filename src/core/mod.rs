@@ -2,14 +2,19 @@
 //! shell in `crate::filter` carries out.
 
 pub mod alg;
+pub mod api_keys;
+pub mod backoff;
 pub mod claims;
+pub mod client_ip;
 pub mod config;
+pub mod credentials;
 pub mod engine;
 pub mod extract;
 pub mod glob;
 pub mod identity;
 pub mod jwks;
 pub mod jwt;
+pub mod jwt_check;
 pub mod keystate;
 pub mod metrics;
 pub mod policy;

@@ -105,6 +105,18 @@ pub fn forbidden(message: &str, request_id: Option<&str>) -> Reply {
     )
 }
 
+/// 429 while a client's failed-auth backoff is in force.
+pub fn rate_limited(retry_after_s: u64, request_id: Option<&str>) -> Reply {
+    let reply = json_reply(
+        429,
+        json!({"error": "rate_limited",
+               "message": format!("too many failed authentication attempts; retry in {retry_after_s} s"),
+               "retry_after_s": retry_after_s}),
+        request_id,
+    );
+    with_header(reply, "retry-after", retry_after_s.to_string())
+}
+
 pub fn jwks_unavailable(request_id: Option<&str>) -> Reply {
     json_reply(
         503,

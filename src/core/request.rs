@@ -2,11 +2,26 @@
 
 pub struct Request<'a> {
     headers: &'a [(String, String)],
+    source_address: Option<&'a str>,
 }
 
 impl<'a> Request<'a> {
     pub fn new(headers: &'a [(String, String)]) -> Self {
-        Request { headers }
+        Request {
+            headers,
+            source_address: None,
+        }
+    }
+
+    /// The downstream connection's address (`ip:port`); the shell reads it only when the
+    /// configuration needs the client's address.
+    pub fn with_source_address(mut self, address: Option<&'a str>) -> Self {
+        self.source_address = address;
+        self
+    }
+
+    pub fn source_address(&self) -> Option<&'a str> {
+        self.source_address
     }
 
     /// First value of a header; `name` must be lowercase (Envoy lowercases header names).

@@ -5,8 +5,9 @@ use std::cell::RefCell;
 
 use proxy_wasm::types::LogLevel;
 
+use crate::core::backoff::SharedStore;
 use crate::core::config::Config;
-use crate::core::engine::{self, Context, Decision, State, Step};
+use crate::core::engine::{self, Context, Decision, Effects, State, Step};
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::replies;
 use crate::core::request::Request;
@@ -54,6 +55,19 @@ impl MetricSink for &Counters {
     }
 }
 
+/// Envoy shared data, for counts every worker must see.
+struct HostShared;
+
+impl SharedStore for HostShared {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        host::shared_get(key)
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        host::shared_set(key, value, cas)
+    }
+}
+
 impl Vm {
     pub fn new(config: Config) -> Self {
         let state = State::new(&config);
@@ -76,13 +90,17 @@ impl Vm {
             now_ms: host::now_ms(),
             may_wait,
         };
-        let decision = engine::decide(
-            &self.config,
-            &mut state,
-            &Request::new(headers),
-            ctx,
-            &mut &self.counters,
-        );
+        let source_address = if self.config.needs_client_ip() {
+            host::source_address()
+        } else {
+            None
+        };
+        let request = Request::new(headers).with_source_address(source_address.as_deref());
+        let effects = Effects {
+            metrics: &mut &self.counters,
+            shared: &mut HostShared,
+        };
+        let decision = engine::decide(&self.config, &mut state, &request, ctx, effects);
         if host::debug_enabled() {
             host::log(LogLevel::Debug, &decision.log);
         }

@@ -4,8 +4,9 @@
 
 mod fixtures;
 
+use authgate::core::backoff::MemoryStore;
 use authgate::core::config::Config;
-use authgate::core::engine::{decide, Context, State, Step};
+use authgate::core::engine::{decide, Context, Effects, State, Step};
 use authgate::core::metrics::{Metric, Recorded};
 use authgate::core::request::Request;
 use serde_json::{json, Value};
@@ -48,12 +49,27 @@ fn request(path: &str, token: Option<&str>) -> Vec<(String, String)> {
 }
 
 fn run(config: &Config, state: &mut State, headers: &[(String, String)]) -> (Step, Recorded) {
+    run_at(config, state, headers, &mut MemoryStore::default(), NOW_MS)
+}
+
+fn run_at(
+    config: &Config,
+    state: &mut State,
+    headers: &[(String, String)],
+    shared: &mut MemoryStore,
+    now_ms: u64,
+) -> (Step, Recorded) {
     let mut metrics = Recorded::default();
     let ctx = Context {
-        now_ms: NOW_MS,
+        now_ms,
         may_wait: true,
     };
-    let decision = decide(config, state, &Request::new(headers), ctx, &mut metrics);
+    let request = Request::new(headers).with_source_address(Some("192.0.2.10:40000"));
+    let effects = Effects {
+        metrics: &mut metrics,
+        shared,
+    };
+    let decision = decide(config, state, &request, ctx, effects);
     (decision.step, metrics)
 }
 
@@ -320,4 +336,137 @@ fn policy_config_errors() {
         "rules": [{"match": {"prefix": "/"}, "requires_any": ["jwt:corp"], "require_scope": ["a"]}]});
     let err = Config::parse(typo.to_string().as_bytes()).unwrap_err();
     assert_eq!(err.path, "rules[0].require_scope");
+}
+
+/// SHA-256 of `ek_live_7Qm2p9XvT4` and of `sk-agent-retired` (computed outside the code under test).
+const LIVE_KEY_SHA256: &str = "15d405cd2e528a2d986096417171ca8cbea364837caaae84cef232236a2ed0c0";
+const RETIRED_KEY_SHA256: &str = "2df802a4707f0e0fd134ef7bd6d1a47097ebee4b28ea4d0a88d238cb023e3cf0";
+
+fn api_key_config() -> Config {
+    let json = json!({
+        "jwt_providers": {"corp": {"issuer": fixtures::ISSUER, "audiences": ["gateway"],
+                                   "local_jwks": fixtures::JWKS}},
+        "api_keys": {"headers": ["x-api-key", "authorization"], "keys": [
+            {"id": "ci", "sha256": LIVE_KEY_SHA256, "principal": "svc:ci", "scopes": ["deploy"]},
+            {"id": "old", "sha256": RETIRED_KEY_SHA256, "principal": "svc:old", "active": false}]},
+        "rules": [{"match": {"prefix": "/deploy"}, "requires_any": ["jwt:corp", "api_key"],
+                   "require_scopes": ["deploy"]},
+                  {"match": {"prefix": "/"}, "requires_any": ["jwt:corp"]}],
+        "failed_auth_backoff": {"after_failures": 2, "base_s": 2, "max_s": 8}
+    });
+    Config::parse(json.to_string().as_bytes()).unwrap()
+}
+
+fn with_header(
+    mut headers: Vec<(String, String)>,
+    name: &str,
+    value: &str,
+) -> Vec<(String, String)> {
+    headers.push((name.to_string(), value.to_string()));
+    headers
+}
+
+#[test]
+fn api_keys_are_checked_by_digest_in_this_target() {
+    let config = api_key_config();
+    let mut state = State::new(&config);
+    let mut shared = MemoryStore::default();
+    let key = with_header(request("/deploy", None), "x-api-key", "ek_live_7Qm2p9XvT4");
+    let (step, metrics) = run_at(&config, &mut state, &key, &mut shared, NOW_MS);
+    assert_eq!(added(&step, "x-auth-subject").as_deref(), Some("svc:ci"));
+    assert_eq!(
+        added(&step, "x-auth-credential").as_deref(),
+        Some("api_key")
+    );
+    assert_eq!(metrics.count(Metric::AllowedApiKey), 1);
+    let Step::Continue { remove, .. } = &step else {
+        unreachable!()
+    };
+    assert!(remove.contains(&"x-api-key".to_string()), "{remove:?}");
+
+    // The same key as a bearer (how the OpenAI SDK sends it).
+    let bearer = with_header(
+        request("/deploy", None),
+        "authorization",
+        "Bearer ek_live_7Qm2p9XvT4",
+    );
+    let (step, _) = run_at(&config, &mut state, &bearer, &mut shared, NOW_MS);
+    assert_eq!(added(&step, "x-auth-key-id").as_deref(), Some("ci"));
+
+    // A JWT or a key: the valid JWT passes the rule's JWT branch but lacks the scope.
+    let jwt = request("/deploy", Some(fixtures::TOKEN_RS256));
+    let (step, _) = run_at(&config, &mut state, &jwt, &mut shared, NOW_MS);
+    assert_eq!(status_and_body(&step).1["error"], "insufficient_scope");
+
+    let retired = with_header(request("/deploy", None), "x-api-key", "sk-agent-retired");
+    let (step, metrics) = run_at(&config, &mut state, &retired, &mut shared, NOW_MS);
+    let (status, body) = status_and_body(&step);
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (401, Some("API key is not active"))
+    );
+    assert_eq!(metrics.count(Metric::DeniedApiKey), 1);
+    assert!(!step_text(&step).contains("sk-agent-retired"));
+
+    // A non-JWT bearer on a JWT-only route is an opaque token, refused.
+    let opaque = with_header(
+        request("/other", None),
+        "authorization",
+        "Bearer sk-agent-retired",
+    );
+    let (step, metrics) = run_at(&config, &mut state, &opaque, &mut shared, NOW_MS);
+    assert_eq!(status_and_body(&step).0, 401);
+    assert_eq!(metrics.count(Metric::DeniedOpaqueToken), 1);
+}
+
+fn step_text(step: &Step) -> String {
+    format!("{step:?}")
+}
+
+#[test]
+fn failed_keys_back_off_and_a_success_resets() {
+    let config = api_key_config();
+    let mut state = State::new(&config);
+    let mut shared = MemoryStore::default();
+    let wrong = with_header(request("/deploy", None), "x-api-key", "ek_live_guess");
+    let right = with_header(request("/deploy", None), "x-api-key", "ek_live_7Qm2p9XvT4");
+    let mut now = NOW_MS;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(status_and_body(&run_at(&config, &mut state, &wrong, &mut shared, now).0).0);
+    }
+    // Two failures start a 2 s block: the third attempt, even with the right key, is refused.
+    assert_eq!(statuses, [401, 401, 429]);
+    let (step, metrics) = run_at(&config, &mut state, &right, &mut shared, now);
+    let Step::Respond(reply) = &step else {
+        panic!("expected 429, got {step:?}")
+    };
+    assert_eq!(
+        (reply.status, reply_header(reply, "retry-after")),
+        (429, "2")
+    );
+    assert_eq!(metrics.count(Metric::RateLimited), 1);
+
+    now += 2_000;
+    assert_eq!(
+        status_and_body(&run_at(&config, &mut state, &wrong, &mut shared, now).0).0,
+        401
+    );
+    let (step, _) = run_at(&config, &mut state, &right, &mut shared, now);
+    assert_eq!(
+        status_and_body(&step).1["retry_after_s"],
+        4,
+        "the block doubled"
+    );
+
+    now += 4_000;
+    let (step, _) = run_at(&config, &mut state, &right, &mut shared, now);
+    assert!(matches!(step, Step::Continue { .. }), "{step:?}");
+    // The success reset the count: one more failure does not block.
+    assert_eq!(
+        status_and_body(&run_at(&config, &mut state, &wrong, &mut shared, now).0).0,
+        401
+    );
+    let (step, _) = run_at(&config, &mut state, &right, &mut shared, now);
+    assert!(matches!(step, Step::Continue { .. }), "{step:?}");
 }

@@ -1,0 +1,133 @@
+//! Finding the credentials a rule accepts on a request, in the rule's `requires_any` order.
+//! A bearer value is a JWT when it has exactly two dots; anything else is opaque: an API key
+//! when the API-key headers include `authorization`, an agent token when the rule takes
+//! `opaque_token`, and otherwise a token this route refuses.
+
+use crate::core::api_keys::PresentedKey;
+use crate::core::config::{Config, Requirement, Rule};
+use crate::core::extract::{self, Found};
+use crate::core::request::Request;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Candidate<'a> {
+    Jwt {
+        provider: usize,
+        found: Found<'a>,
+    },
+    ApiKey(PresentedKey<'a>),
+    /// An agent token for the enterprise authorization service.
+    OpaqueToken(Found<'a>),
+    /// A non-JWT bearer value on a route that takes neither opaque tokens nor keys there.
+    RefusedOpaque(Found<'a>),
+}
+
+/// The kind of credential, for stats and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Jwt,
+    ApiKey,
+    OpaqueToken,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Jwt => "jwt",
+            Kind::ApiKey => "api_key",
+            Kind::OpaqueToken => "opaque_token",
+        }
+    }
+}
+
+impl Candidate<'_> {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Candidate::Jwt { .. } => Kind::Jwt,
+            Candidate::ApiKey(_) => Kind::ApiKey,
+            Candidate::OpaqueToken(_) | Candidate::RefusedOpaque(_) => Kind::OpaqueToken,
+        }
+    }
+
+    /// The credential's bytes (hashed for fingerprints, never logged).
+    pub fn secret(&self) -> &str {
+        match self {
+            Candidate::Jwt { found, .. }
+            | Candidate::OpaqueToken(found)
+            | Candidate::RefusedOpaque(found) => found.token,
+            Candidate::ApiKey(key) => key.value,
+        }
+    }
+}
+
+pub fn is_jwt_shaped(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+pub fn find<'a>(config: &'a Config, rule: &Rule, request: &Request<'a>) -> Vec<Candidate<'a>> {
+    let takes_opaque = rule.requires.contains(&Requirement::OpaqueToken);
+    let keys_in_bearer = rule.requires.contains(&Requirement::ApiKey)
+        && config
+            .api_keys
+            .as_ref()
+            .is_some_and(|keys| keys.headers.iter().any(|h| h == "authorization"));
+    let mut found: Vec<Candidate<'a>> = Vec::with_capacity(rule.requires.len());
+    let mut push = |candidate: Candidate<'a>| {
+        if !found.contains(&candidate) {
+            found.push(candidate);
+        }
+    };
+    for requirement in &rule.requires {
+        match *requirement {
+            Requirement::Jwt(index) => {
+                let Some(token) = config
+                    .providers
+                    .get(index)
+                    .and_then(|p| extract::find_token(p, request))
+                else {
+                    continue;
+                };
+                if is_jwt_shaped(token.token) {
+                    push(Candidate::Jwt {
+                        provider: index,
+                        found: token,
+                    });
+                } else if !(takes_opaque || keys_in_bearer && token.header == Some("authorization"))
+                {
+                    push(Candidate::RefusedOpaque(token));
+                }
+            }
+            Requirement::ApiKey => {
+                if let Some(key) = config.api_keys.as_ref().and_then(|k| k.find(request)) {
+                    push(Candidate::ApiKey(key));
+                }
+            }
+            Requirement::OpaqueToken => {
+                if let Some(token) = bearer(request).filter(|t| !is_jwt_shaped(t.token)) {
+                    push(Candidate::OpaqueToken(token));
+                }
+            }
+        }
+    }
+    found
+}
+
+fn bearer<'a>(request: &Request<'a>) -> Option<Found<'a>> {
+    let token = crate::core::api_keys::strip_bearer(request.header("authorization")?)?;
+    (!token.is_empty()).then_some(Found {
+        token,
+        header: Some("authorization"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_shape_is_two_dots() {
+        assert!(is_jwt_shaped("a.b.c"));
+        assert!(!is_jwt_shaped("ek_live_abc"));
+        assert!(!is_jwt_shaped("a.b"));
+        assert!(!is_jwt_shaped("a.b.c.d"));
+    }
+}
