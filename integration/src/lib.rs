@@ -1,5 +1,8 @@
 //! Test harness for running the built `authgate.wasm` in a real Envoy.
 //!
+//! - [`authz_service`]: the reference authorization service (SQLite-backed agent sessions with
+//!   one-time re-auth links), also run by the `authgate-authz` binary.
+//! - [`authz_stub`]: a fault-injecting authorization (and OpenFGA check) stub that records requests.
 //! - [`envoy`]: renders a bootstrap, starts Envoy, reads its admin stats and log.
 //! - [`jwks_stub`]: a controllable JWKS / OIDC discovery server (rotation, failures, start "down").
 //! - [`upstream`]: an echo server that answers every request with what it received, as JSON.
@@ -17,6 +20,8 @@
 //! a missing file fails the tests (never skips them). A failing test prints the tail of its
 //! Envoy's log.
 
+pub mod authz_service;
+pub mod authz_stub;
 pub mod client;
 pub mod envoy;
 pub mod expect;
@@ -29,6 +34,8 @@ pub mod tokens;
 pub mod upstream;
 pub mod wait;
 
+pub use authz_service::{AuthzOptions, AuthzService, AuthzStore};
+pub use authz_stub::{AuthzMode, AuthzStub, RecordedRequest};
 pub use client::{Reply, Req};
 pub use envoy::{start_expecting_failure, Envoy, EnvoyConfig, FailedStart};
 pub use expect::Checks;

@@ -1,0 +1,1365 @@
+//! The reference authorization service that authgate calls out to (`POST /api/authorize`, the
+//! "authgate" dialect), backed by SQLite so agent tokens survive a restart.
+//!
+//! - Agent tokens are stored only as SHA-256 hex digests, never raw.
+//! - An expired agent session is answered with a one-time re-auth link (`/reauth?code=…`, valid
+//!   10 minutes) that stands in for an IdP login and renews the session.
+//! - JWT / API-key subjects are allowed unless the `subjects` table denies them.
+//! - `/admin/…` manages tokens and subjects and exposes the log of `/api/authorize` bodies.
+//!
+//! Nothing is cached in memory except that log: the CLI admin commands of `authgate-authz` change
+//! the database file directly and the running server sees the change on the next request.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// Largest request body read; bigger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long a re-auth code can be redeemed.
+pub const REAUTH_CODE_TTL_S: i64 = 10 * 60;
+/// Session length given by a token's creation or a re-auth, unless configured otherwise.
+pub const DEFAULT_SESSION_TTL_S: u64 = 3600;
+/// Longest decision cache lifetime handed to the filter.
+const MAX_CACHE_TTL_S: i64 = 60;
+/// The request log is for tests and debugging: keep it bounded in a long-running service.
+const MAX_LOGGED_REQUESTS: usize = 10_000;
+/// Request handling is short (one SQLite lookup), so a few workers are plenty.
+const WORKERS: usize = 4;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS agent_tokens (
+    token_sha256 TEXT PRIMARY KEY,
+    user_email TEXT NOT NULL,
+    allowed INTEGER NOT NULL DEFAULT 1,
+    session_expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reauth_codes (
+    code TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL REFERENCES agent_tokens(token_sha256),
+    expires_at INTEGER NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS subjects (
+    subject_id TEXT PRIMARY KEY,
+    allowed INTEGER NOT NULL,
+    reason TEXT
+);
+";
+
+// ---------------------------------------------------------------------------------------------
+// Storage
+
+/// A newly issued agent token: the raw value is shown once and never stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewToken {
+    pub token: String,
+    pub token_sha256: String,
+}
+
+/// The SQLite store. Used by the server and, directly on the file, by the CLI admin commands.
+pub struct AuthzStore {
+    conn: Connection,
+}
+
+struct TokenRow {
+    user_email: String,
+    allowed: bool,
+    session_expires_at: i64,
+}
+
+struct SubjectRow {
+    allowed: bool,
+    reason: Option<String>,
+}
+
+impl AuthzStore {
+    /// Opens (creating if missing) the database at `path`.
+    pub fn open(path: &Path) -> Result<AuthzStore, String> {
+        let conn = Connection::open(path)
+            .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+        // The CLI may write while the server runs: wait for the other writer instead of failing.
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| format!("cannot create tables in {}: {e}", path.display()))?;
+        Ok(AuthzStore { conn })
+    }
+
+    /// Issues a random agent token (`agt_` + 40 hex) whose session lasts `session_ttl_s`.
+    pub fn create_token(&self, email: &str, session_ttl_s: u64) -> Result<NewToken, String> {
+        let token = format!("agt_{}", random_hex(20)?);
+        let token_sha256 = sha256_hex(&token);
+        let now = unix_now();
+        self.conn
+            .execute(
+                "INSERT INTO agent_tokens (token_sha256, user_email, allowed, session_expires_at,
+                 created_at) VALUES (?1, ?2, 1, ?3, ?4)",
+                params![
+                    token_sha256,
+                    email,
+                    now.saturating_add(secs(session_ttl_s)),
+                    now
+                ],
+            )
+            .map_err(db)?;
+        Ok(NewToken {
+            token,
+            token_sha256,
+        })
+    }
+
+    /// Ends the token's session now. `Ok(false)` when no such token.
+    pub fn expire(&self, token_sha256: &str) -> Result<bool, String> {
+        self.update_token(
+            "UPDATE agent_tokens SET session_expires_at = ?2 WHERE token_sha256 = ?1",
+            token_sha256,
+            unix_now(),
+        )
+    }
+
+    /// Denies the token from now on. `Ok(false)` when no such token.
+    pub fn revoke(&self, token_sha256: &str) -> Result<bool, String> {
+        self.update_token(
+            "UPDATE agent_tokens SET allowed = ?2 WHERE token_sha256 = ?1",
+            token_sha256,
+            0,
+        )
+    }
+
+    /// Undoes [`AuthzStore::revoke`]. `Ok(false)` when no such token.
+    pub fn restore(&self, token_sha256: &str) -> Result<bool, String> {
+        self.update_token(
+            "UPDATE agent_tokens SET allowed = ?2 WHERE token_sha256 = ?1",
+            token_sha256,
+            1,
+        )
+    }
+
+    fn update_token(&self, sql: &str, token_sha256: &str, value: i64) -> Result<bool, String> {
+        let changed = self
+            .conn
+            .execute(sql, params![token_sha256.to_ascii_lowercase(), value])
+            .map_err(db)?;
+        Ok(changed > 0)
+    }
+
+    /// Sets (or replaces) the override for a JWT / API-key subject.
+    pub fn set_subject(&self, id: &str, allowed: bool, reason: Option<&str>) -> Result<(), String> {
+        self.conn
+            .execute(
+                "INSERT INTO subjects (subject_id, allowed, reason) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(subject_id) DO UPDATE SET allowed = excluded.allowed,
+                 reason = excluded.reason",
+                params![id, allowed, reason],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The decision for one `/api/authorize` request, as the JSON reply body.
+    fn authorize(&self, query: &AuthorizeQuery, public_url: &str) -> Result<Value, String> {
+        let now = unix_now();
+        if let Some(token) = self.token(&query.token_sha256)? {
+            return self.session_decision(&query.token_sha256, &token, now, public_url);
+        }
+        if query.kind == SubjectKind::OpaqueToken {
+            return Ok(deny("unknown agent token"));
+        }
+        let subject = self.subject(&query.subject_id)?;
+        if let Some(SubjectRow {
+            allowed: false,
+            reason,
+        }) = &subject
+        {
+            return Ok(deny(reason.as_deref().unwrap_or("subject denied")));
+        }
+        let reason = subject
+            .and_then(|s| s.reason)
+            .unwrap_or_else(|| "authenticated subject".to_string());
+        let mut headers = serde_json::Map::new();
+        if !query.subject_id.is_empty() {
+            headers.insert("x-authz-subject".into(), json!(query.subject_id));
+        }
+        if let Some(email) = query.user_email.as_deref().filter(|e| !e.is_empty()) {
+            headers.insert("x-user-email".into(), json!(email));
+        }
+        Ok(json!({
+            "authorized": true,
+            "reason": reason,
+            "cache_ttl_s": MAX_CACHE_TTL_S,
+            "headers": headers,
+        }))
+    }
+
+    fn session_decision(
+        &self,
+        token_sha256: &str,
+        token: &TokenRow,
+        now: i64,
+        public_url: &str,
+    ) -> Result<Value, String> {
+        if !token.allowed {
+            return Ok(deny("agent token revoked"));
+        }
+        if token.session_expires_at <= now {
+            let code = self.new_reauth_code(token_sha256, now)?;
+            return Ok(json!({
+                "authorized": false,
+                "reason": "session expired",
+                "session": {
+                    "status": "expired",
+                    "reauth_url": format!("{public_url}/reauth?code={code}"),
+                },
+            }));
+        }
+        // Never let the filter cache an allow beyond the end of the session.
+        let cache_ttl_s = (token.session_expires_at - now).clamp(1, MAX_CACHE_TTL_S);
+        Ok(json!({
+            "authorized": true,
+            "reason": "active session",
+            "cache_ttl_s": cache_ttl_s,
+            "headers": {"x-user-email": token.user_email},
+            "session": {"status": "active"},
+        }))
+    }
+
+    fn token(&self, token_sha256: &str) -> Result<Option<TokenRow>, String> {
+        self.conn
+            .query_row(
+                "SELECT user_email, allowed, session_expires_at FROM agent_tokens
+                 WHERE token_sha256 = ?1",
+                params![token_sha256],
+                |row| {
+                    Ok(TokenRow {
+                        user_email: row.get(0)?,
+                        allowed: row.get(1)?,
+                        session_expires_at: row.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+    }
+
+    fn subject(&self, id: &str) -> Result<Option<SubjectRow>, String> {
+        self.conn
+            .query_row(
+                "SELECT allowed, reason FROM subjects WHERE subject_id = ?1",
+                params![id],
+                |row| {
+                    Ok(SubjectRow {
+                        allowed: row.get(0)?,
+                        reason: row.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+    }
+
+    fn new_reauth_code(&self, token_sha256: &str, now: i64) -> Result<String, String> {
+        let code = random_hex(16)?;
+        // Every expired-session reply mints a code: drop long-dead ones so the table stays small.
+        self.conn
+            .execute(
+                "DELETE FROM reauth_codes WHERE expires_at < ?1",
+                params![now - 24 * 3600],
+            )
+            .map_err(db)?;
+        self.conn
+            .execute(
+                "INSERT INTO reauth_codes (code, token_sha256, expires_at, used)
+                 VALUES (?1, ?2, ?3, 0)",
+                params![code, token_sha256, now + REAUTH_CODE_TTL_S],
+            )
+            .map_err(db)?;
+        Ok(code)
+    }
+
+    /// Redeems a one-time code: renews its token's session for `session_ttl_s`.
+    /// `Ok(false)` when the code is unknown, already used or too old.
+    pub fn redeem_reauth_code(&self, code: &str, session_ttl_s: u64) -> Result<bool, String> {
+        let now = unix_now();
+        let tx = self.conn.unchecked_transaction().map_err(db)?;
+        // The conditional update is what makes the code single-use, even against another process.
+        let claimed = tx
+            .execute(
+                "UPDATE reauth_codes SET used = 1 WHERE code = ?1 AND used = 0 AND expires_at > ?2",
+                params![code, now],
+            )
+            .map_err(db)?;
+        if claimed == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE agent_tokens SET session_expires_at = ?2
+             WHERE token_sha256 = (SELECT token_sha256 FROM reauth_codes WHERE code = ?1)",
+            params![code, now.saturating_add(secs(session_ttl_s))],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(true)
+    }
+}
+
+fn db(e: rusqlite::Error) -> String {
+    format!("database: {e}")
+}
+
+fn deny(reason: &str) -> Value {
+    json!({"authorized": false, "reason": reason})
+}
+
+fn secs(seconds: u64) -> i64 {
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| secs(d.as_secs()))
+        .unwrap_or(0)
+}
+
+fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::getrandom(&mut buf).map_err(|e| format!("random source: {e}"))?;
+    Ok(hex::encode(buf))
+}
+
+/// Lowercase hex SHA-256 of `text`: how tokens are keyed in the store and by the filter.
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The /api/authorize request
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum SubjectKind {
+    Jwt,
+    ApiKey,
+    OpaqueToken,
+}
+
+struct AuthorizeQuery {
+    user_email: Option<String>,
+    kind: SubjectKind,
+    subject_id: String,
+    token_sha256: String,
+}
+
+fn parse_authorize(body: &Value) -> Result<AuthorizeQuery, String> {
+    let root = body.as_object().ok_or("the body must be a JSON object")?;
+    let user_email = match root.get("user_email") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(email)) => Some(email.clone()),
+        Some(_) => return Err("user_email must be a string or null".into()),
+    };
+    let subject = root
+        .get("subject")
+        .and_then(Value::as_object)
+        .ok_or("subject must be an object")?;
+    let kind = match subject.get("kind").and_then(Value::as_str) {
+        Some("jwt") => SubjectKind::Jwt,
+        Some("api_key") => SubjectKind::ApiKey,
+        Some("opaque_token") => SubjectKind::OpaqueToken,
+        _ => return Err("subject.kind must be \"jwt\", \"api_key\" or \"opaque_token\"".into()),
+    };
+    let subject_id = match subject.get("id") {
+        Some(Value::String(id)) => id.clone(),
+        None | Some(Value::Null) if kind == SubjectKind::OpaqueToken => String::new(),
+        _ => return Err("subject.id must be a string".into()),
+    };
+    let token_sha256 = subject
+        .get("token_sha256")
+        .and_then(Value::as_str)
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or("subject.token_sha256 must be 64 hex digits")?
+        .to_ascii_lowercase();
+    let request = root
+        .get("request")
+        .and_then(Value::as_object)
+        .ok_or("request must be an object")?;
+    for field in ["method", "host", "path"] {
+        if !request.get(field).is_some_and(Value::is_string) {
+            return Err(format!("request.{field} must be a string"));
+        }
+    }
+    Ok(AuthorizeQuery {
+        user_email,
+        kind,
+        subject_id,
+        token_sha256,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+/// How [`AuthzService`] runs.
+#[derive(Clone, Debug)]
+pub struct AuthzOptions {
+    /// `None`: any free port.
+    pub port: Option<u16>,
+    /// Base of the re-auth links handed to agents; default `http://127.0.0.1:<port>`.
+    pub public_url: Option<String>,
+    /// When set, `/admin/` requires `authorization: Bearer <admin_token>`; when not, `/admin/`
+    /// answers loopback clients only.
+    pub admin_token: Option<String>,
+    /// Session length after a re-auth.
+    pub session_ttl_s: u64,
+}
+
+impl Default for AuthzOptions {
+    fn default() -> Self {
+        AuthzOptions {
+            port: None,
+            public_url: None,
+            admin_token: None,
+            session_ttl_s: DEFAULT_SESSION_TTL_S,
+        }
+    }
+}
+
+/// A running authorization service; stops when dropped.
+pub struct AuthzService {
+    shared: Arc<Shared>,
+    pool: WorkerPool,
+}
+
+struct Shared {
+    store: Mutex<AuthzStore>,
+    public_url: String,
+    admin_token: Option<String>,
+    session_ttl_s: u64,
+    log: Mutex<RequestLog>,
+}
+
+#[derive(Default)]
+struct RequestLog {
+    bodies: VecDeque<Value>,
+    total: usize,
+}
+
+impl AuthzService {
+    /// Test helper: serves `db` on a free port of 127.0.0.1 with default options; panics when it
+    /// cannot.
+    pub fn start(db: &Path) -> AuthzService {
+        AuthzService::start_with(db, AuthzOptions::default())
+    }
+
+    /// Test helper: serves `db` on 127.0.0.1 with `options`; panics when it cannot.
+    pub fn start_with(db: &Path, options: AuthzOptions) -> AuthzService {
+        AuthzService::serve(db, IpAddr::V4(Ipv4Addr::LOCALHOST), options)
+            .unwrap_or_else(|e| panic!("authz service ({}): {e}", db.display()))
+    }
+
+    /// Serves `db` on `bind`:`options.port` (any free port when `None`).
+    pub fn serve(db: &Path, bind: IpAddr, options: AuthzOptions) -> Result<AuthzService, String> {
+        let store = AuthzStore::open(db)?;
+        let port = options.port.unwrap_or(0);
+        let listener = TcpListener::bind((bind, port))
+            .map_err(|e| format!("cannot bind {bind}:{port}: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let public_url = options
+            .public_url
+            .unwrap_or_else(|| format!("http://127.0.0.1:{port}"))
+            .trim_end_matches('/')
+            .to_string();
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store),
+            public_url,
+            admin_token: options.admin_token.filter(|t| !t.is_empty()),
+            session_ttl_s: options.session_ttl_s,
+            log: Mutex::new(RequestLog::default()),
+        });
+        let for_workers = Arc::clone(&shared);
+        let pool = WorkerPool::start(
+            listener,
+            WORKERS,
+            "authz",
+            Arc::new(move |request, _stopping: &AtomicBool| {
+                handle(&for_workers, request);
+            }),
+        )?;
+        Ok(AuthzService { shared, pool })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.pool.port()
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port())
+    }
+
+    /// The base of the re-auth links.
+    pub fn public_url(&self) -> &str {
+        &self.shared.public_url
+    }
+
+    /// Test helper: issues an agent token; returns `(token, token_sha256)`.
+    pub fn create_token(&self, email: &str, session_ttl_s: u64) -> (String, String) {
+        let issued = self
+            .store()
+            .create_token(email, session_ttl_s)
+            .unwrap_or_else(|e| panic!("authz service: create token: {e}"));
+        (issued.token, issued.token_sha256)
+    }
+
+    /// Test helper: ends the token's session now; panics on an unknown token.
+    pub fn expire(&self, token_sha256: &str) {
+        self.change_token("expire", token_sha256, |s, h| s.expire(h));
+    }
+
+    /// Test helper: denies the token; panics on an unknown token.
+    pub fn revoke(&self, token_sha256: &str) {
+        self.change_token("revoke", token_sha256, |s, h| s.revoke(h));
+    }
+
+    /// Test helper: undoes [`AuthzService::revoke`]; panics on an unknown token.
+    pub fn restore(&self, token_sha256: &str) {
+        self.change_token("restore", token_sha256, |s, h| s.restore(h));
+    }
+
+    fn change_token(
+        &self,
+        what: &str,
+        token_sha256: &str,
+        change: impl FnOnce(&AuthzStore, &str) -> Result<bool, String>,
+    ) {
+        match change(&self.store(), token_sha256) {
+            Ok(true) => {}
+            Ok(false) => panic!("authz service: {what}: no token with sha256 {token_sha256}"),
+            Err(e) => panic!("authz service: {what}: {e}"),
+        }
+    }
+
+    /// Test helper: denies a JWT / API-key subject with this reason.
+    pub fn deny_subject(&self, id: &str, reason: &str) {
+        self.set_subject(id, false, Some(reason));
+    }
+
+    /// Test helper: sets a subject override (allowed or not, optional reason).
+    pub fn set_subject(&self, id: &str, allowed: bool, reason: Option<&str>) {
+        self.store()
+            .set_subject(id, allowed, reason)
+            .unwrap_or_else(|e| panic!("authz service: set subject {id}: {e}"));
+    }
+
+    /// Every `/api/authorize` body received (parsed JSON; a body that was not JSON appears as a
+    /// JSON string), oldest first. Only the last 10 000 are kept.
+    pub fn requests(&self) -> Vec<Value> {
+        lock(&self.shared.log).bodies.iter().cloned().collect()
+    }
+
+    /// How many `/api/authorize` requests were received.
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared.log).total
+    }
+
+    fn store(&self) -> MutexGuard<'_, AuthzStore> {
+        lock(&self.shared.store)
+    }
+}
+
+/// What a route answers.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Reply {
+    fn json(status: u16, body: Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: body.to_string(),
+        }
+    }
+
+    fn html(status: u16, message: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "text/html; charset=utf-8",
+            body: format!(
+                "<!doctype html><html><head><title>authgate</title></head>\
+                 <body><p>{message}</p></body></html>"
+            ),
+        }
+    }
+
+    fn error(status: u16, error: &str, message: impl Into<String>) -> Reply {
+        Reply::json(status, json!({"error": error, "message": message.into()}))
+    }
+
+    fn internal(e: String) -> Reply {
+        Reply::error(500, "internal", e)
+    }
+}
+
+fn handle(shared: &Shared, mut request: tiny_http::Request) {
+    let reply = route(shared, &mut request);
+    respond(request, reply.status, reply.content_type, reply.body);
+}
+
+fn route(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
+    let method = request.method().as_str().to_ascii_uppercase();
+    let url = request.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    if let Some(admin_path) = path.strip_prefix("/admin/") {
+        if let Some(refusal) = refuse_admin(shared, request) {
+            return refusal;
+        }
+        return admin(shared, request, &method, admin_path);
+    }
+    match (method.as_str(), path) {
+        ("GET", "/health") => Reply::json(200, json!({"status": "ok"})),
+        ("POST", "/api/authorize") => authorize(shared, request),
+        ("GET", "/reauth") => match form_value(query, "code") {
+            Some(code) => reauth_page(shared, &code),
+            None => Reply::html(400, "This sign-in link is incomplete (no code)."),
+        },
+        ("POST", "/reauth") => reauth_api(shared, request),
+        _ => not_found(&method, path),
+    }
+}
+
+fn not_found(method: &str, path: &str) -> Reply {
+    Reply::error(404, "not_found", format!("no route for {method} {path}"))
+}
+
+fn authorize(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let parsed = serde_json::from_str::<Value>(&body);
+    {
+        let mut log = lock(&shared.log);
+        log.total += 1;
+        if log.bodies.len() == MAX_LOGGED_REQUESTS {
+            log.bodies.pop_front();
+        }
+        let logged = parsed.as_ref().cloned().unwrap_or_else(|_| json!(body));
+        log.bodies.push_back(logged);
+    }
+    let query = match parsed.map_err(|e| format!("invalid JSON: {e}")) {
+        Ok(value) => match parse_authorize(&value) {
+            Ok(query) => query,
+            Err(e) => return Reply::error(400, "bad_request", e),
+        },
+        Err(e) => return Reply::error(400, "bad_request", e),
+    };
+    match lock(&shared.store).authorize(&query, &shared.public_url) {
+        Ok(decision) => Reply::json(200, decision),
+        Err(e) => Reply::internal(e),
+    }
+}
+
+fn reauth_page(shared: &Shared, code: &str) -> Reply {
+    match lock(&shared.store).redeem_reauth_code(code, shared.session_ttl_s) {
+        Ok(true) => Reply::html(
+            200,
+            "You are signed in again. Return to your agent and retry.",
+        ),
+        Ok(false) => Reply::html(
+            400,
+            "This sign-in link is unknown, already used or expired. Retry from your agent to get \
+             a new one.",
+        ),
+        Err(_) => Reply::html(500, "Sign-in failed; try again later."),
+    }
+}
+
+fn reauth_api(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let is_json = header(request, "content-type").is_some_and(|t| t.contains("json"))
+        || body.trim_start().starts_with('{');
+    let code = if is_json {
+        serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_string))
+    } else {
+        form_value(&body, "code")
+    };
+    let Some(code) = code else {
+        return Reply::error(400, "bad_request", "a \"code\" is required");
+    };
+    match lock(&shared.store).redeem_reauth_code(&code, shared.session_ttl_s) {
+        Ok(true) => Reply::json(200, json!({"status": "signed_in"})),
+        Ok(false) => Reply::error(400, "invalid_code", "unknown, already used or expired code"),
+        Err(e) => Reply::internal(e),
+    }
+}
+
+/// `Some(reply)` when the caller may not use `/admin/`.
+fn refuse_admin(shared: &Shared, request: &tiny_http::Request) -> Option<Reply> {
+    match &shared.admin_token {
+        Some(expected) => {
+            let authorization = header(request, "authorization").unwrap_or_default();
+            let presented = authorization
+                .strip_prefix("Bearer ")
+                .or_else(|| authorization.strip_prefix("bearer "))
+                .unwrap_or("");
+            (!constant_time_eq(presented.trim().as_bytes(), expected.as_bytes())).then(|| {
+                Reply::error(
+                    401,
+                    "unauthorized",
+                    "admin endpoints need the admin bearer token",
+                )
+            })
+        }
+        None => {
+            let loopback = request.remote_addr().is_some_and(|a| a.ip().is_loopback());
+            (!loopback).then(|| {
+                Reply::error(
+                    403,
+                    "forbidden",
+                    "no admin token configured: admin endpoints answer loopback clients only",
+                )
+            })
+        }
+    }
+}
+
+fn admin(shared: &Shared, request: &mut tiny_http::Request, method: &str, path: &str) -> Reply {
+    let segments: Vec<&str> = path.split('/').collect();
+    match (method, segments.as_slice()) {
+        ("POST", ["tokens"]) => {
+            let body = match read_json(request) {
+                Ok(body) => body,
+                Err(reply) => return reply,
+            };
+            let Some(email) = body.get("email").and_then(Value::as_str) else {
+                return Reply::error(400, "bad_request", "\"email\" (a string) is required");
+            };
+            let ttl = match body.get("session_ttl_s") {
+                None | Some(Value::Null) => DEFAULT_SESSION_TTL_S,
+                Some(v) => match v.as_u64() {
+                    Some(ttl) => ttl,
+                    None => return Reply::error(400, "bad_request", "session_ttl_s must be >= 0"),
+                },
+            };
+            match lock(&shared.store).create_token(email, ttl) {
+                Ok(t) => Reply::json(
+                    200,
+                    json!({"token": t.token, "token_sha256": t.token_sha256}),
+                ),
+                Err(e) => Reply::internal(e),
+            }
+        }
+        ("POST", ["tokens", sha, action]) => {
+            let store = lock(&shared.store);
+            let changed = match *action {
+                "expire" => store.expire(sha),
+                "revoke" => store.revoke(sha),
+                "restore" => store.restore(sha),
+                _ => return not_found(method, &format!("/admin/{path}")),
+            };
+            match changed {
+                Ok(true) => Reply::json(200, json!({"token_sha256": sha, "done": action})),
+                Ok(false) => Reply::error(404, "not_found", format!("no token with sha256 {sha}")),
+                Err(e) => Reply::internal(e),
+            }
+        }
+        ("POST", ["subjects"]) => {
+            let body = match read_json(request) {
+                Ok(body) => body,
+                Err(reply) => return reply,
+            };
+            let id = body.get("id").and_then(Value::as_str);
+            let allowed = body.get("allowed").and_then(Value::as_bool);
+            let reason = body.get("reason").and_then(Value::as_str);
+            let (Some(id), Some(allowed)) = (id, allowed) else {
+                return Reply::error(400, "bad_request", "\"id\" and \"allowed\" are required");
+            };
+            match lock(&shared.store).set_subject(id, allowed, reason) {
+                Ok(()) => Reply::json(200, json!({"id": id, "allowed": allowed, "reason": reason})),
+                Err(e) => Reply::internal(e),
+            }
+        }
+        ("GET", ["requests"]) => {
+            let bodies: Vec<Value> = lock(&shared.log).bodies.iter().cloned().collect();
+            Reply::json(200, Value::Array(bodies))
+        }
+        ("GET", ["requests", "count"]) => {
+            Reply::json(200, json!({"count": lock(&shared.log).total}))
+        }
+        _ => not_found(method, &format!("/admin/{path}")),
+    }
+}
+
+fn read_json(request: &mut tiny_http::Request) -> Result<Value, Reply> {
+    let body = read_body(request)?;
+    serde_json::from_str(&body)
+        .map_err(|e| Reply::error(400, "bad_request", format!("invalid JSON: {e}")))
+}
+
+/// The body as UTF-8, at most [`MAX_BODY_BYTES`].
+fn read_body(request: &mut tiny_http::Request) -> Result<String, Reply> {
+    let too_large = || {
+        Reply::error(
+            413,
+            "payload_too_large",
+            format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    if request.body_length().is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    // One byte over the limit is enough to know it is too large (chunked bodies have no length).
+    let limit = u64::try_from(MAX_BODY_BYTES + 1).unwrap_or(u64::MAX);
+    if let Err(e) = request.as_reader().take(limit).read_to_end(&mut bytes) {
+        return Err(Reply::error(
+            400,
+            "bad_request",
+            format!("reading the body: {e}"),
+        ));
+    }
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|_| Reply::error(400, "bad_request", "the body is not UTF-8"))
+}
+
+fn header(request: &tiny_http::Request, name: &str) -> Option<String> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str().to_string())
+}
+
+/// The first value of `name` in an `a=1&b=2` query string or form body, percent-decoded.
+fn form_value(encoded: &str, name: &str) -> Option<String> {
+    encoded.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(key) == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker pool (also used by the authz stub)
+
+/// Handles one request; the flag turns true when the pool is stopping (for slow handlers).
+pub(crate) type PoolHandler = Arc<dyn Fn(tiny_http::Request, &AtomicBool) + Send + Sync>;
+
+/// A tiny_http server whose requests are handled by a fixed set of worker threads, each calling
+/// `recv()`. Dropping it stops and joins the workers.
+pub(crate) struct WorkerPool {
+    server: Arc<tiny_http::Server>,
+    stopping: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    pub(crate) fn start(
+        listener: TcpListener,
+        workers: usize,
+        name: &str,
+        handler: PoolHandler,
+    ) -> Result<WorkerPool, String> {
+        let server = Arc::new(
+            tiny_http::Server::from_listener(listener, None)
+                .map_err(|e| format!("tiny_http: {e}"))?,
+        );
+        let mut pool = WorkerPool {
+            server,
+            stopping: Arc::new(AtomicBool::new(false)),
+            workers: Vec::with_capacity(workers),
+        };
+        for index in 0..workers.max(1) {
+            let server = Arc::clone(&pool.server);
+            let stopping = Arc::clone(&pool.stopping);
+            let handler = Arc::clone(&handler);
+            // On failure `pool` drops here, which stops the workers already started.
+            let worker = std::thread::Builder::new()
+                .name(format!("{name}-{index}"))
+                .spawn(move || work(&server, &stopping, handler.as_ref()))
+                .map_err(|e| format!("spawn worker: {e}"))?;
+            pool.workers.push(worker);
+        }
+        Ok(pool)
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.server
+            .server_addr()
+            .to_ip()
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+}
+
+fn work(
+    server: &tiny_http::Server,
+    stopping: &AtomicBool,
+    handler: &(dyn Fn(tiny_http::Request, &AtomicBool) + Send + Sync),
+) {
+    while !stopping.load(Ordering::SeqCst) {
+        // Err is either our own unblock() (then `stopping` is set) or a failed accept: go on.
+        let Ok(request) = server.recv() else {
+            continue;
+        };
+        // A panicking handler must not take a worker away: the request is dropped (tiny_http
+        // then closes it) and the worker goes on.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handler(request, stopping)));
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Each unblock() releases one thread waiting in recv().
+        for _ in 0..self.workers.len() {
+            self.server.unblock();
+        }
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Sends a reply; a client that went away is not an error worth reporting.
+pub(crate) fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: String) {
+    let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+    if let Ok(header) = tiny_http::Header::from_bytes("content-type", content_type) {
+        response = response.with_header(header);
+    }
+    let _ = request.respond(response);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Req;
+
+    fn authorize_body(kind: &str, id: &str, token_sha256: &str, email: Option<&str>) -> Value {
+        json!({
+            "user_email": email,
+            "client_ip": "203.0.113.7",
+            "subject": {
+                "kind": kind,
+                "id": id,
+                "issuer": null,
+                "token_sha256": token_sha256,
+                "roles": [],
+                "scopes": [],
+            },
+            "request": {"method": "POST", "host": "api.example.com", "path": "/v1/chat/completions"},
+        })
+    }
+
+    /// Asks for a decision on an opaque agent token; returns the JSON decision.
+    fn authorize_opaque(service: &AuthzService, token_sha256: &str) -> Value {
+        let body = authorize_body("opaque_token", "", token_sha256, None);
+        let reply = Req::post(service.url("/api/authorize")).json(&body).send();
+        assert_eq!(reply.status, 200, "{reply}");
+        reply.json().expect("JSON decision")
+    }
+
+    fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("authz.sqlite");
+        (dir, db)
+    }
+
+    #[test]
+    fn session_expires_and_one_time_reauth_renews_it() {
+        let (_dir, db) = temp_db();
+        let service = AuthzService::start(&db);
+        let (token, sha) = service.create_token("alice@example.com", 3600);
+        assert!(token.starts_with("agt_") && token.len() == 44, "{token}");
+        assert_eq!(sha, sha256_hex(&token));
+
+        let active = authorize_opaque(&service, &sha);
+        assert_eq!(active["authorized"], true, "{active}");
+        assert_eq!(active["reason"], "active session");
+        assert_eq!(active["cache_ttl_s"], 60);
+        assert_eq!(active["headers"]["x-user-email"], "alice@example.com");
+        assert_eq!(active["session"]["status"], "active");
+
+        service.expire(&sha);
+        let expired = authorize_opaque(&service, &sha);
+        assert_eq!(expired["authorized"], false, "{expired}");
+        assert_eq!(expired["reason"], "session expired");
+        assert_eq!(expired["session"]["status"], "expired");
+        let link = expired["session"]["reauth_url"]
+            .as_str()
+            .expect("reauth_url");
+        let prefix = format!("http://127.0.0.1:{}/reauth?code=", service.port());
+        let code = link.strip_prefix(&prefix).expect("link to this service");
+        assert!(
+            code.len() == 32 && code.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{code}"
+        );
+
+        let page = Req::get(link).send();
+        assert_eq!(page.status, 200, "{page}");
+        assert!(page
+            .header("content-type")
+            .unwrap_or("")
+            .starts_with("text/html"));
+        assert!(page.body.contains("You are signed in again"), "{page}");
+
+        let renewed = authorize_opaque(&service, &sha);
+        assert_eq!(renewed["authorized"], true, "{renewed}");
+        assert_eq!(renewed["session"]["status"], "active");
+
+        let reused = Req::get(link).send();
+        assert_eq!(reused.status, 400, "{reused}");
+        assert!(reused
+            .header("content-type")
+            .unwrap_or("")
+            .starts_with("text/html"));
+        let unknown = Req::get(service.url("/reauth?code=00112233445566778899aabbccddeeff")).send();
+        assert_eq!(unknown.status, 400, "{unknown}");
+        assert_eq!(Req::get(service.url("/reauth")).send().status, 400);
+    }
+
+    #[test]
+    fn reauth_by_post_with_json_or_form() {
+        let (_dir, db) = temp_db();
+        let service = AuthzService::start_with(
+            &db,
+            AuthzOptions {
+                public_url: Some("https://authz.example.com/".into()),
+                session_ttl_s: 30,
+                ..AuthzOptions::default()
+            },
+        );
+        let (_, sha) = service.create_token("bob@example.com", 3600);
+        for form in [false, true] {
+            service.expire(&sha);
+            let expired = authorize_opaque(&service, &sha);
+            let link = expired["session"]["reauth_url"]
+                .as_str()
+                .expect("reauth_url");
+            let code = link
+                .strip_prefix("https://authz.example.com/reauth?code=")
+                .expect("public URL used, without a doubled slash");
+            let request = Req::post(service.url("/reauth"));
+            let request = if form {
+                request
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!("code={code}"))
+            } else {
+                request.json(&json!({"code": code}))
+            };
+            let reply = request.send();
+            assert_eq!(reply.status, 200, "{reply}");
+            assert_eq!(reply.json_str("status").as_deref(), Some("signed_in"));
+            assert_eq!(request.send().status, 400, "a code works once");
+            // The configured re-auth session length caps the cache lifetime.
+            let active = authorize_opaque(&service, &sha);
+            assert_eq!(active["authorized"], true, "{active}");
+            let ttl = active["cache_ttl_s"].as_i64().expect("cache_ttl_s");
+            assert!((1..=30).contains(&ttl), "{active}");
+        }
+    }
+
+    #[test]
+    fn cache_ttl_never_outlives_the_session() {
+        let (_dir, db) = temp_db();
+        let service = AuthzService::start(&db);
+        let (_, sha) = service.create_token("carol@example.com", 10);
+        let active = authorize_opaque(&service, &sha);
+        let ttl = active["cache_ttl_s"].as_i64().expect("cache_ttl_s");
+        assert!((1..=10).contains(&ttl), "{active}");
+    }
+
+    #[test]
+    fn revoked_and_unknown_tokens_are_denied() {
+        let (_dir, db) = temp_db();
+        let service = AuthzService::start(&db);
+        let (_, sha) = service.create_token("dave@example.com", 3600);
+        service.revoke(&sha);
+        let revoked = authorize_opaque(&service, &sha);
+        assert_eq!(
+            revoked,
+            json!({"authorized": false, "reason": "agent token revoked"})
+        );
+        service.restore(&sha);
+        assert_eq!(authorize_opaque(&service, &sha)["authorized"], true);
+
+        let unknown = authorize_opaque(&service, &sha256_hex("agt_never_issued"));
+        assert_eq!(
+            unknown,
+            json!({"authorized": false, "reason": "unknown agent token"})
+        );
+    }
+
+    #[test]
+    fn jwt_and_api_key_subjects_allowed_unless_denied() {
+        let (_dir, db) = temp_db();
+        let service = AuthzService::start(&db);
+        let url = service.url("/api/authorize");
+        let jwt_sha = sha256_hex("eyJ.some.jwt");
+
+        let body = authorize_body("jwt", "user-1", &jwt_sha, Some("u1@example.com"));
+        let allowed = Req::post(&url).json(&body).send().json().expect("JSON");
+        assert_eq!(
+            allowed,
+            json!({
+                "authorized": true,
+                "reason": "authenticated subject",
+                "cache_ttl_s": 60,
+                "headers": {"x-authz-subject": "user-1", "x-user-email": "u1@example.com"},
+            })
+        );
+
+        service.deny_subject("key-7", "key suspended");
+        let body = authorize_body("api_key", "key-7", &sha256_hex("sk-test"), None);
+        let denied = Req::post(&url).json(&body).send().json().expect("JSON");
+        assert_eq!(
+            denied,
+            json!({"authorized": false, "reason": "key suspended"})
+        );
+
+        // A JWT that is also a registered agent token follows the session rules.
+        let (token, sha) = service.create_token("agent@example.com", 3600);
+        service.expire(&sha);
+        let body = authorize_body("jwt", "user-1", &sha, None);
+        let expired = Req::post(&url).json(&body).send().json().expect("JSON");
+        assert_eq!(
+            expired["reason"], "session expired",
+            "{expired} for {token}"
+        );
+    }
+
+    #[test]
+    fn bad_input_is_rejected_and_the_service_keeps_working() {
+        let (_dir, db) = temp_db();
+        let service = AuthzService::start(&db);
+        let url = service.url("/api/authorize");
+        let sha = sha256_hex("x");
+        let cases = [
+            "not json{".to_string(),
+            "[]".to_string(),
+            json!({"subject": {"kind": "jwt", "id": "a", "token_sha256": sha}}).to_string(),
+            json!({"subject": {"kind": "saml", "id": "a", "token_sha256": sha},
+                   "request": {"method": "GET", "host": "h", "path": "/"}})
+            .to_string(),
+            json!({"subject": {"kind": "jwt", "id": "a", "token_sha256": "abc"},
+                   "request": {"method": "GET", "host": "h", "path": "/"}})
+            .to_string(),
+        ];
+        for body in &cases {
+            let reply = Req::post(&url).body(body.as_str()).send();
+            assert_eq!(reply.status, 400, "{body}: {reply}");
+            assert_eq!(reply.json_str("error").as_deref(), Some("bad_request"));
+            assert!(reply.json_str("message").is_some(), "{reply}");
+        }
+        let huge = "x".repeat(MAX_BODY_BYTES + 1);
+        assert_eq!(Req::post(&url).body(huge).send().status, 413);
+        assert_eq!(Req::get(&url).send().status, 404);
+        let missing = Req::get(service.url("/nope")).send();
+        assert_eq!(missing.status, 404);
+        assert_eq!(missing.json_str("error").as_deref(), Some("not_found"));
+
+        let health = Req::get(service.url("/health")).send();
+        assert_eq!(health.status, 200);
+        assert_eq!(health.json(), Some(json!({"status": "ok"})));
+        // Every body that was read is logged, the unparseable one as a string.
+        assert_eq!(service.request_count(), cases.len());
+        assert_eq!(service.requests()[0], json!("not json{"));
+    }
+
+    #[test]
+    fn admin_api_with_an_admin_token() {
+        let (_dir, db) = temp_db();
+        let service = AuthzService::start_with(
+            &db,
+            AuthzOptions {
+                admin_token: Some("s3cret".into()),
+                ..AuthzOptions::default()
+            },
+        );
+        let create = json!({"email": "erin@example.com", "session_ttl_s": 120});
+        let refused = Req::post(service.url("/admin/tokens")).json(&create).send();
+        assert_eq!(refused.status, 401, "{refused}");
+        let wrong = Req::post(service.url("/admin/tokens"))
+            .bearer("guess")
+            .json(&create)
+            .send();
+        assert_eq!(wrong.status, 401, "{wrong}");
+
+        let created = Req::post(service.url("/admin/tokens"))
+            .bearer("s3cret")
+            .json(&create)
+            .send();
+        assert_eq!(created.status, 200, "{created}");
+        let token = created.json_str("token").expect("token");
+        let sha = created.json_str("token_sha256").expect("token_sha256");
+        assert_eq!(sha, sha256_hex(&token));
+        let active = authorize_opaque(&service, &sha);
+        assert!((1..=60).contains(&active["cache_ttl_s"].as_i64().unwrap_or(0)));
+
+        let admin_post = |path: &str| {
+            Req::post(service.url(path))
+                .bearer("s3cret")
+                .body("")
+                .send()
+        };
+        assert_eq!(
+            admin_post(&format!("/admin/tokens/{sha}/revoke")).status,
+            200
+        );
+        assert_eq!(
+            authorize_opaque(&service, &sha)["reason"],
+            "agent token revoked"
+        );
+        assert_eq!(
+            admin_post(&format!("/admin/tokens/{sha}/restore")).status,
+            200
+        );
+        assert_eq!(
+            admin_post(&format!("/admin/tokens/{sha}/expire")).status,
+            200
+        );
+        assert_eq!(
+            authorize_opaque(&service, &sha)["reason"],
+            "session expired"
+        );
+        let unknown = sha256_hex("nobody");
+        assert_eq!(
+            admin_post(&format!("/admin/tokens/{unknown}/expire")).status,
+            404
+        );
+
+        let subject = Req::post(service.url("/admin/subjects"))
+            .bearer("s3cret")
+            .json(&json!({"id": "svc-1", "allowed": false, "reason": "blocked"}))
+            .send();
+        assert_eq!(subject.status, 200, "{subject}");
+        let body = authorize_body("api_key", "svc-1", &sha256_hex("k"), None);
+        let reply = Req::post(service.url("/api/authorize")).json(&body).send();
+        assert_eq!(reply.json_str("reason").as_deref(), Some("blocked"));
+
+        let log = Req::get(service.url("/admin/requests"))
+            .bearer("s3cret")
+            .send();
+        let log = log.json().expect("JSON array");
+        let log = log.as_array().expect("array");
+        assert_eq!(log.len(), 4);
+        assert_eq!(log[3], body, "oldest first, bodies as received");
+        let count = Req::get(service.url("/admin/requests/count"))
+            .bearer("s3cret")
+            .send();
+        assert_eq!(count.json(), Some(json!({"count": 4})));
+        assert_eq!(service.requests().len(), 4);
+    }
+
+    #[test]
+    fn admin_api_without_a_token_answers_loopback() {
+        let (_dir, db) = temp_db();
+        let service = AuthzService::start(&db);
+        let count = Req::get(service.url("/admin/requests/count")).send();
+        assert_eq!(count.json(), Some(json!({"count": 0})), "{count}");
+        let bad = Req::post(service.url("/admin/tokens")).body("{").send();
+        assert_eq!(bad.status, 400, "{bad}");
+    }
+
+    #[test]
+    fn tokens_survive_a_restart_and_are_stored_only_as_digests() {
+        let (_dir, db) = temp_db();
+        let (token, sha) = {
+            let service = AuthzService::start(&db);
+            let issued = service.create_token("frank@example.com", 3600);
+            assert_eq!(authorize_opaque(&service, &issued.1)["authorized"], true);
+            issued
+        };
+        let service = AuthzService::start(&db);
+        let active = authorize_opaque(&service, &sha);
+        assert_eq!(active["authorized"], true, "{active}");
+        assert_eq!(active["headers"]["x-user-email"], "frank@example.com");
+        drop(service);
+
+        let bytes = std::fs::read(&db).expect("read the database file");
+        let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+        assert!(contains(&sha), "the digest is the key");
+        assert!(!contains(&token), "the raw token must never be stored");
+        assert!(!contains(token.trim_start_matches("agt_")));
+    }
+
+    #[test]
+    fn store_works_on_the_file_while_the_service_runs() {
+        let (_dir, db) = temp_db();
+        let service = AuthzService::start(&db);
+        let cli = AuthzStore::open(&db).expect("open");
+        let issued = cli.create_token("gina@example.com", 3600).expect("create");
+        assert_eq!(
+            authorize_opaque(&service, &issued.token_sha256)["authorized"],
+            true
+        );
+        assert!(cli.revoke(&issued.token_sha256).expect("revoke"));
+        assert_eq!(
+            authorize_opaque(&service, &issued.token_sha256)["reason"],
+            "agent token revoked"
+        );
+        assert!(!cli.expire(&sha256_hex("nobody")).expect("expire"));
+    }
+
+    #[test]
+    fn form_values_are_percent_decoded() {
+        assert_eq!(
+            form_value("a=1&code=ab%2Fc+d", "code").as_deref(),
+            Some("ab/c d")
+        );
+        assert_eq!(form_value("code=%zz%", "code").as_deref(), Some("%zz%"));
+        assert_eq!(form_value("other=1", "code"), None);
+    }
+}

@@ -1,0 +1,209 @@
+//! `authgate-authz`: the reference authorization service (see `authz_service`), and admin commands
+//! that work directly on its SQLite file (safe while the server runs: it reads the file on every
+//! request).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use authgate_integration::authz_service::DEFAULT_SESSION_TTL_S;
+use authgate_integration::authz_service::{AuthzOptions, AuthzService, AuthzStore};
+use serde_json::json;
+
+const USAGE: &str = "\
+usage:
+  authgate-authz serve --db PATH [--port 8083] [--host 127.0.0.1] [--public-url URL]
+                       [--admin-token T] [--session-ttl-s 3600]
+  authgate-authz create-token --db PATH --email E [--session-ttl-s 3600]
+  authgate-authz expire  --db PATH --sha256 H
+  authgate-authz revoke  --db PATH --sha256 H
+  authgate-authz restore --db PATH --sha256 H
+  authgate-authz subject --db PATH --id ID --allowed true|false [--reason R]
+
+serve: answers POST /api/authorize, GET|POST /reauth, GET /health and /admin/... on
+  --host:--port. Re-auth links start with --public-url (default http://127.0.0.1:PORT).
+  The admin token may also come from AUTHGATE_AUTHZ_ADMIN_TOKEN (keeps it out of `ps`);
+  without one, /admin/ answers loopback clients only.
+create-token: prints {\"token\": ..., \"token_sha256\": ...}; only the digest is stored.";
+
+const ADMIN_TOKEN_ENV: &str = "AUTHGATE_AUTHZ_ADMIN_TOKEN";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    match run(&args[0], &args[1..]) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("authgate-authz: {message}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("authgate-authz: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+fn run(command: &str, args: &[String]) -> Result<(), Failure> {
+    match command {
+        "serve" => {
+            let mut flags = Flags::parse(
+                args,
+                &[
+                    "db",
+                    "port",
+                    "host",
+                    "public-url",
+                    "admin-token",
+                    "session-ttl-s",
+                ],
+            )?;
+            let db = flags.db()?;
+            let port = flags.number("port")?.unwrap_or(8083);
+            let port = u16::try_from(port).map_err(|_| usage(format!("--port {port}")))?;
+            let host: IpAddr = match flags.take("host") {
+                Some(text) => text
+                    .parse()
+                    .map_err(|_| usage(format!("--host {text} is not an IP address")))?,
+                None => IpAddr::from([127, 0, 0, 1]),
+            };
+            let options = AuthzOptions {
+                port: Some(port),
+                public_url: flags.take("public-url"),
+                admin_token: flags
+                    .take("admin-token")
+                    .or_else(|| std::env::var(ADMIN_TOKEN_ENV).ok()),
+                session_ttl_s: flags
+                    .number("session-ttl-s")?
+                    .unwrap_or(DEFAULT_SESSION_TTL_S),
+            };
+            let admin = if options.admin_token.is_some() {
+                "bearer token"
+            } else {
+                "loopback only"
+            };
+            let service = AuthzService::serve(&db, host, options).map_err(Failure::Runtime)?;
+            println!(
+                "authgate-authz: serving {} on {host}:{} (re-auth links {}, admin {admin})",
+                db.display(),
+                service.port(),
+                service.public_url(),
+            );
+            loop {
+                std::thread::park();
+            }
+        }
+        "create-token" => {
+            let mut flags = Flags::parse(args, &["db", "email", "session-ttl-s"])?;
+            let store = open(&flags.db()?)?;
+            let email = flags.required("email")?;
+            let ttl = flags
+                .number("session-ttl-s")?
+                .unwrap_or(DEFAULT_SESSION_TTL_S);
+            let issued = store.create_token(&email, ttl).map_err(Failure::Runtime)?;
+            println!(
+                "{}",
+                json!({"token": issued.token, "token_sha256": issued.token_sha256})
+            );
+            Ok(())
+        }
+        "expire" | "revoke" | "restore" => {
+            let mut flags = Flags::parse(args, &["db", "sha256"])?;
+            let store = open(&flags.db()?)?;
+            let sha256 = flags.required("sha256")?;
+            let changed = match command {
+                "expire" => store.expire(&sha256),
+                "revoke" => store.revoke(&sha256),
+                _ => store.restore(&sha256),
+            }
+            .map_err(Failure::Runtime)?;
+            if !changed {
+                return Err(Failure::Runtime(format!("no token with sha256 {sha256}")));
+            }
+            println!("{command}: {sha256}");
+            Ok(())
+        }
+        "subject" => {
+            let mut flags = Flags::parse(args, &["db", "id", "allowed", "reason"])?;
+            let store = open(&flags.db()?)?;
+            let id = flags.required("id")?;
+            let allowed = match flags.required("allowed")?.as_str() {
+                "true" => true,
+                "false" => false,
+                other => return Err(usage(format!("--allowed {other}: use true or false"))),
+            };
+            let reason = flags.take("reason");
+            store
+                .set_subject(&id, allowed, reason.as_deref())
+                .map_err(Failure::Runtime)?;
+            println!("subject {id}: allowed={allowed}");
+            Ok(())
+        }
+        other => Err(usage(format!("unknown command {other:?}"))),
+    }
+}
+
+fn usage(message: String) -> Failure {
+    Failure::Usage(message)
+}
+
+fn open(db: &std::path::Path) -> Result<AuthzStore, Failure> {
+    AuthzStore::open(db).map_err(Failure::Runtime)
+}
+
+/// `--name value` pairs, each name at most once and from a known set.
+struct Flags(BTreeMap<String, String>);
+
+impl Flags {
+    fn parse(args: &[String], known: &[&str]) -> Result<Flags, Failure> {
+        let mut values = BTreeMap::new();
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            let Some(name) = arg.strip_prefix("--").filter(|n| known.contains(n)) else {
+                return Err(usage(format!("unexpected argument {arg:?}")));
+            };
+            let Some(value) = rest.next() else {
+                return Err(usage(format!("{arg} needs a value")));
+            };
+            if values.insert(name.to_string(), value.clone()).is_some() {
+                return Err(usage(format!("{arg} given twice")));
+            }
+        }
+        Ok(Flags(values))
+    }
+
+    fn take(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name)
+    }
+
+    fn required(&mut self, name: &str) -> Result<String, Failure> {
+        self.take(name)
+            .ok_or_else(|| usage(format!("--{name} is required")))
+    }
+
+    fn db(&mut self) -> Result<PathBuf, Failure> {
+        self.required("db").map(PathBuf::from)
+    }
+
+    fn number(&mut self, name: &str) -> Result<Option<u64>, Failure> {
+        self.take(name)
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| usage(format!("--{name} {text} is not a whole number")))
+            })
+            .transpose()
+    }
+}
