@@ -49,10 +49,12 @@ validate: setup
 test-integration: build
 	cargo test -p authgate-integration -- --test-threads 2
 
-# The local gateway on 127.0.0.1:8080 with the demo IdP and upstream; Ctrl-C stops everything.
+# The local gateway on 127.0.0.1:8080 with the demo IdP and upstream and the reference
+# authorization service (SQLite in .run/); Ctrl-C stops everything.
 run: build
-	cargo build --quiet -p authgate-integration --bin authgate-demo
-	@trap 'kill 0' EXIT INT TERM; \
+	cargo build --quiet -p authgate-integration --bin authgate-demo --bin authgate-authz
+	@mkdir -p .run; trap 'kill 0' EXIT INT TERM; \
+	  target/debug/authgate-authz serve --db .run/authz.sqlite --port 8083 & \
 	  target/debug/authgate-demo & \
 	  $(ENVOY) -c envoy/envoy.yaml --concurrency 1 --log-level warn --component-log-level wasm:info & \
 	  wait

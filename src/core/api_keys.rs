@@ -206,6 +206,7 @@ fn compile_key(
         &raw.id,
         &raw.principal,
         &raw.scopes,
+        expires_at,
     ));
     Ok(ApiKey {
         id: raw.id,

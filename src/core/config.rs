@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::core::api_keys::ApiKeys;
+use crate::core::authz::Enterprise;
 use crate::core::backoff::Backoff;
 use crate::core::client_ip::ClientIpSource;
 use crate::core::glob::HostGlob;
@@ -70,6 +71,40 @@ pub(crate) mod raw {
         pub opaque_tokens: Option<OpaqueTokens>,
         pub failed_auth_backoff: Option<FailedAuthBackoff>,
         pub client_ip: Option<ClientIp>,
+        pub enterprise: Option<Enterprise>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Enterprise {
+        pub cluster: String,
+        pub authority: String,
+        pub path: Option<String>,
+        pub timeout_ms: Option<u64>,
+        pub dialect: Option<String>,
+        pub failure_mode: Option<crate::core::authz::FailureMode>,
+        pub status_on_error: Option<u16>,
+        pub cache: Option<EnterpriseCache>,
+        pub max_response_bytes: Option<usize>,
+        pub openfga: Option<OpenFga>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct EnterpriseCache {
+        pub allow_ttl_s: Option<u64>,
+        pub deny_ttl_s: Option<u64>,
+        pub max_entries: Option<usize>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct OpenFga {
+        pub store_id: String,
+        pub authorization_model_id: Option<String>,
+        pub user: String,
+        pub relation: String,
+        pub object: String,
     }
 
     #[derive(Deserialize)]
@@ -177,6 +212,8 @@ pub(crate) mod raw {
         #[serde(default)]
         pub require_roles: Vec<String>,
         pub session_reply: Option<SessionReply>,
+        #[serde(default)]
+        pub enterprise: bool,
     }
 
     #[derive(Deserialize, Default)]
@@ -246,6 +283,7 @@ pub struct Config {
     pub opaque_tokens: OpaqueTokens,
     pub backoff: Option<Backoff>,
     pub client_ip: ClientIpSource,
+    pub enterprise: Option<Enterprise>,
 }
 
 #[derive(Debug)]
@@ -303,6 +341,8 @@ pub struct Rule {
     pub require_scopes: Vec<String>,
     pub require_roles: Vec<String>,
     pub session_reply: SessionReply,
+    /// Ask the enterprise authorization service once the credential is valid.
+    pub enterprise: bool,
 }
 
 /// One credential a rule accepts.
@@ -323,7 +363,7 @@ pub struct Session {
 impl Config {
     /// Whether decisions need the client's address (the shell then reads it per request).
     pub fn needs_client_ip(&self) -> bool {
-        self.backoff.is_some()
+        self.backoff.is_some() || self.enterprise.is_some()
     }
 
     /// Parses and validates the plugin configuration JSON.
@@ -387,10 +427,19 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         Some(keys) => Some(ApiKeys::compile(keys, &identity_prefix)?),
         None => None,
     };
+    let enterprise = raw.enterprise.map(Enterprise::compile).transpose()?;
+    let opaque_tokens = raw.opaque_tokens.unwrap_or_default();
+    if opaque_tokens == OpaqueTokens::Enterprise && enterprise.is_none() {
+        return Err(ConfigError::new(
+            "opaque_tokens",
+            "\"enterprise\" needs an enterprise section: only the authorization service can judge them",
+        ));
+    }
     let credentials = Credentials {
         providers: &providers,
         api_keys: api_keys.is_some(),
-        opaque_tokens: raw.opaque_tokens.unwrap_or_default(),
+        opaque_tokens,
+        enterprise: enterprise.is_some(),
     };
     let mut rules = Vec::with_capacity(raw.rules.len());
     for (index, rule) in raw.rules.into_iter().enumerate() {
@@ -422,9 +471,10 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         session,
         claim_header_names,
         api_keys,
-        opaque_tokens: raw.opaque_tokens.unwrap_or_default(),
+        opaque_tokens,
         backoff: raw.failed_auth_backoff.map(Backoff::compile).transpose()?,
         client_ip: ClientIpSource::compile(raw.client_ip)?,
+        enterprise,
     })
 }
 
@@ -433,6 +483,7 @@ struct Credentials<'a> {
     providers: &'a [Provider],
     api_keys: bool,
     opaque_tokens: OpaqueTokens,
+    enterprise: bool,
 }
 
 fn compile_provider(name: String, raw: raw::Provider) -> Result<Provider, ConfigError> {
@@ -676,6 +727,18 @@ fn compile_rule(
             "missing field: list the credentials this rule accepts, or set \"public\": true",
         ));
     }
+    if raw.enterprise && raw.public {
+        return Err(ConfigError::new(
+            format!("{path}.enterprise"),
+            "a public rule asks nobody; remove enterprise or public",
+        ));
+    }
+    if raw.enterprise && !credentials.enterprise {
+        return Err(ConfigError::new(
+            format!("{path}.enterprise"),
+            "needs an enterprise section naming the authorization service's cluster",
+        ));
+    }
     if raw.public && !(raw.require_scopes.is_empty() && raw.require_roles.is_empty()) {
         return Err(ConfigError::new(
             format!("{path}.public"),
@@ -715,6 +778,7 @@ fn compile_rule(
         require_scopes: raw.require_scopes,
         require_roles: raw.require_roles,
         session_reply: raw.session_reply.unwrap_or_default(),
+        enterprise: raw.enterprise,
     })
 }
 
@@ -800,4 +864,24 @@ pub(crate) fn is_header_name(name: &str) -> bool {
         && name.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plugin configuration shipped in envoy/envoy.yaml (a YAML block scalar) must load.
+    #[test]
+    fn shipped_envoy_config_is_valid() {
+        let yaml = include_str!("../../envoy/envoy.yaml");
+        let start = yaml.find("value: |").expect("a plugin configuration block");
+        let block: Vec<&str> = yaml[start..]
+            .lines()
+            .skip(1)
+            .take_while(|line| line.trim_start().starts_with(['{', '}', '"', '[', ']']))
+            .collect();
+        let json = block.join("\n");
+        let config = Config::parse(json.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{json}"));
+        assert!(config.enterprise.is_some() && config.api_keys.is_some());
+    }
 }

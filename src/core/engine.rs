@@ -6,10 +6,12 @@ use std::rc::Rc;
 use sha2::{Digest, Sha256};
 
 use crate::core::api_keys::ApiKeyError;
+use crate::core::authz::{Answer, AuthzError, CallInput, FailureMode};
 use crate::core::backoff::{ClientSlot, SharedStore, Standing};
 use crate::core::client_ip;
-use crate::core::config::{Config, Rule};
+use crate::core::config::{Config, Rule, SessionReply};
 use crate::core::credentials::{self, Candidate, Kind};
+use crate::core::decision_cache::{self, Decided, DecisionCache, DecisionKey, Lookup};
 use crate::core::identity::Identity;
 use crate::core::jwt::JwtError;
 use crate::core::jwt_check::{self, JwtFailure, Verdict};
@@ -32,6 +34,41 @@ pub enum Step {
     Respond(Reply),
     /// Pause until this provider's keys change (first fetch, or refetch for an unknown `kid`).
     WaitForKeys { provider: usize },
+    /// Pause and ask the enterprise authorization service (or join a call already asking).
+    CallAuthz(Box<AuthzCall>),
+}
+
+/// A call to the authorization service, and what the paused request needs once it is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzCall {
+    pub key: DecisionKey,
+    pub body: Vec<u8>,
+    pub pending: Pending,
+}
+
+/// One paused request's side of an authorization call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub kind: Kind,
+    pub identity_headers: Rc<Vec<(String, String)>>,
+    /// Incoming headers to remove when the request goes upstream.
+    pub remove: Vec<String>,
+    pub session_reply: SessionReply,
+    pub credential_expires_at_s: Option<i64>,
+    pub request_id: Option<String>,
+    pub host: String,
+    /// The credential's fingerprint, for the log.
+    pub credential: String,
+}
+
+/// What the service's answer (or its absence) came to, shared by every request that waited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Decided(Decided),
+    Failed {
+        error: AuthzError,
+        stale: Option<Decided>,
+    },
 }
 
 /// A step plus a one-line account of it for the debug log (never a credential: fingerprints only).
@@ -45,6 +82,7 @@ pub struct Decision {
 pub struct State {
     pub keys: Vec<ProviderKeys>,
     pub tokens: TokenCache,
+    pub decisions: DecisionCache,
 }
 
 impl State {
@@ -56,6 +94,7 @@ impl State {
                 .map(ProviderKeys::for_provider)
                 .collect(),
             tokens: TokenCache::new(DEFAULT_CAPACITY),
+            decisions: DecisionCache::new(config.enterprise.as_ref().map_or(1, |e| e.max_entries)),
         }
     }
 }
@@ -211,7 +250,16 @@ impl Run<'_, '_> {
                     identity,
                     strip_header,
                     log,
-                } => return self.allow(rule, candidate.kind(), &identity, strip_header, log),
+                } => {
+                    let valid = Valid {
+                        kind: candidate.kind(),
+                        identity,
+                        strip_header,
+                        log,
+                        hash,
+                    };
+                    return self.allow(rule, valid);
+                }
                 Outcome::Wait(decision) => return decision,
                 Outcome::Blocked { retry_after_s } => return self.rate_limited(retry_after_s),
                 Outcome::Invalid(failure) => {
@@ -271,6 +319,11 @@ impl Run<'_, '_> {
                     Err(error) => Outcome::Invalid(Failure::ApiKey(error)),
                 }
             }
+            Candidate::OpaqueToken(found) if self.config.enterprise.is_some() => Outcome::Valid {
+                identity: Rc::new(Identity::opaque(&self.config.identity_prefix)),
+                strip_header: found.header.map(str::to_string),
+                log: format!("agent token={fp}"),
+            },
             Candidate::OpaqueToken(_) => Outcome::Invalid(Failure::OpaqueUndecidable),
             Candidate::RefusedOpaque(_) => Outcome::Invalid(Failure::RefusedOpaque),
         }
@@ -330,35 +383,82 @@ impl Run<'_, '_> {
         }
     }
 
-    fn allow(
-        &mut self,
-        rule: &Rule,
-        kind: Kind,
-        identity: &Identity,
-        strip_header: Option<String>,
-        log: String,
-    ) -> Decision {
+    fn allow(&mut self, rule: &Rule, valid: Valid) -> Decision {
         if self.gate.failures > 0 {
             if let (Some(backoff), Some((slot, _))) = (&self.config.backoff, &self.gate.client) {
                 backoff.record_success(self.shared, *slot);
             }
         }
-        if let Err(denial) = policy::check(rule, identity) {
-            return self.deny_policy(denial, kind, &log);
+        // An agent token has no scopes or roles here: the service judges it entirely.
+        if valid.kind != Kind::OpaqueToken {
+            if let Err(denial) = policy::check(rule, &valid.identity) {
+                return self.deny_policy(denial, valid.kind, &valid.log);
+            }
         }
-        self.metrics.increment(Metric::Allowed);
-        self.metrics.increment(match kind {
-            Kind::Jwt => Metric::AllowedJwt,
-            Kind::ApiKey => Metric::AllowedApiKey,
-            Kind::OpaqueToken => Metric::AllowedOpaqueToken,
-        });
+        if rule.enterprise || valid.kind == Kind::OpaqueToken {
+            return self.authorize(rule, valid);
+        }
+        count_allowed(self.metrics, valid.kind);
         pass(
             self.config,
             self.request,
-            strip_header.as_deref(),
-            Rc::clone(&identity.headers),
-            log,
+            valid.strip_header.as_deref(),
+            Rc::clone(&valid.identity.headers),
+            valid.log,
         )
+    }
+
+    /// The local checks passed; the service decides, from the cache or by a call.
+    fn authorize(&mut self, rule: &Rule, valid: Valid) -> Decision {
+        let request = self.request;
+        let Some(enterprise) = &self.config.enterprise else {
+            return self.deny(rule, Failure::OpaqueUndecidable, valid.kind, &valid.hash);
+        };
+        let key = decision_cache::key(
+            &valid.hash,
+            request.method(),
+            request.authority(),
+            request.path(),
+        );
+        let remove = removals(self.config, request, valid.strip_header.as_deref());
+        let pending = Pending {
+            kind: valid.kind,
+            identity_headers: Rc::clone(&valid.identity.headers),
+            remove,
+            session_reply: rule.session_reply,
+            credential_expires_at_s: valid.identity.expires_at_s,
+            request_id: request.request_id().map(str::to_string),
+            host: request.authority().to_string(),
+            credential: valid
+                .log
+                .strip_prefix("allow ")
+                .unwrap_or(&valid.log)
+                .to_string(),
+        };
+        if let Lookup::Fresh(decided) = self.state.decisions.get(&key, self.ctx.now_ms) {
+            self.metrics.increment(Metric::AuthzCacheHit);
+            return resolve(
+                self.config,
+                &pending,
+                &Resolution::Decided(decided),
+                self.metrics,
+            );
+        }
+        self.metrics.increment(Metric::AuthzCacheMiss);
+        let body = enterprise.request_body(&CallInput {
+            kind: valid.kind,
+            identity: Some(&valid.identity),
+            credential_sha256: &valid.hash,
+            client_ip: self.config.client_ip.client_ip(request),
+            method: request.method(),
+            host: request.authority(),
+            path: request.path(),
+        });
+        let log = format!("authz call {}", pending.credential);
+        Decision {
+            step: Step::CallAuthz(Box::new(AuthzCall { key, body, pending })),
+            log,
+        }
     }
 
     fn rate_limited(&mut self, retry_after_s: u64) -> Decision {
@@ -397,12 +497,7 @@ impl Run<'_, '_> {
     }
 
     fn count_denial(&mut self, kind: Kind) {
-        self.metrics.increment(Metric::Denied);
-        self.metrics.increment(match kind {
-            Kind::Jwt => Metric::DeniedJwt,
-            Kind::ApiKey => Metric::DeniedApiKey,
-            Kind::OpaqueToken => Metric::DeniedOpaqueToken,
-        });
+        count_denied(self.metrics, kind);
     }
 
     fn deny(&mut self, rule: &Rule, failure: Failure, kind: Kind, hash: &TokenHash) -> Decision {
@@ -475,6 +570,236 @@ impl Run<'_, '_> {
     }
 }
 
+/// A credential that passed its local check.
+struct Valid {
+    kind: Kind,
+    identity: Rc<Identity>,
+    strip_header: Option<String>,
+    log: String,
+    hash: TokenHash,
+}
+
+fn count_allowed(metrics: &mut dyn MetricSink, kind: Kind) {
+    metrics.increment(Metric::Allowed);
+    metrics.increment(match kind {
+        Kind::Jwt => Metric::AllowedJwt,
+        Kind::ApiKey => Metric::AllowedApiKey,
+        Kind::OpaqueToken => Metric::AllowedOpaqueToken,
+    });
+}
+
+fn count_denied(metrics: &mut dyn MetricSink, kind: Kind) {
+    metrics.increment(Metric::Denied);
+    metrics.increment(match kind {
+        Kind::Jwt => Metric::DeniedJwt,
+        Kind::ApiKey => Metric::DeniedApiKey,
+        Kind::OpaqueToken => Metric::DeniedOpaqueToken,
+    });
+}
+
+/// Reads the service's answer for `key`, caches it, and says what it came to. `leader` is the
+/// request that made the call: its credential's expiry bounds how long an allow is cached.
+pub fn complete_authz(
+    config: &Config,
+    state: &mut State,
+    key: &DecisionKey,
+    leader: &Pending,
+    (status, body): (u16, Option<&[u8]>),
+    now_ms: u64,
+    metrics: &mut dyn MetricSink,
+) -> Resolution {
+    let Some(enterprise) = &config.enterprise else {
+        return Resolution::Failed {
+            error: AuthzError::DispatchFailed,
+            stale: None,
+        };
+    };
+    let answer = match enterprise.read_answer(status, body) {
+        Ok(answer) => answer,
+        Err(error) => return failed(config, state, key, error, now_ms, metrics),
+    };
+    metrics.increment(Metric::AuthzOk);
+    let (decided, ttl_s) = match answer {
+        Answer::Allow { headers, ttl_s } => {
+            let names: Vec<String> = headers.iter().map(|(n, _)| n.clone()).collect();
+            let mut add: Vec<(String, String)> = leader
+                .identity_headers
+                .iter()
+                .filter(|(n, _)| !names.contains(n))
+                .cloned()
+                .collect();
+            add.extend(headers);
+            let until_expiry = leader.credential_expires_at_s.map(|exp| {
+                let now_s = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+                u64::try_from(exp.saturating_sub(now_s)).unwrap_or(0)
+            });
+            let ttl = [ttl_s, Some(enterprise.allow_ttl_s), until_expiry]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(0);
+            let decided = Decided::Allow {
+                add: Rc::new(add),
+                names: Rc::new(names),
+            };
+            (decided, ttl)
+        }
+        Answer::Deny { reason } => {
+            metrics.increment(Metric::AuthzDenied);
+            let decided = Decided::Deny {
+                reason: Rc::from(reason),
+            };
+            (decided, enterprise.deny_ttl_s)
+        }
+        Answer::SessionExpired { reauth_url } => {
+            metrics.increment(Metric::AuthzDenied);
+            let decided = Decided::Expired {
+                reauth_url: reauth_url.map(Rc::from),
+            };
+            (decided, enterprise.deny_ttl_s)
+        }
+    };
+    if ttl_s > 0 {
+        state
+            .decisions
+            .insert(*key, decided.clone(), ttl_s.saturating_mul(1000), now_ms);
+    }
+    Resolution::Decided(decided)
+}
+
+/// The call failed: never cached; `allow_stale` looks for an expired allow to fall back on.
+fn failed(
+    config: &Config,
+    state: &mut State,
+    key: &DecisionKey,
+    error: AuthzError,
+    now_ms: u64,
+    metrics: &mut dyn MetricSink,
+) -> Resolution {
+    metrics.increment(Metric::AuthzError);
+    if error == AuthzError::Timeout {
+        metrics.increment(Metric::AuthzTimeout);
+    }
+    let stale_allowed = config
+        .enterprise
+        .as_ref()
+        .is_some_and(|e| e.failure_mode == FailureMode::AllowStale);
+    let stale = match state.decisions.get(key, now_ms) {
+        Lookup::Fresh(decided @ Decided::Allow { .. })
+        | Lookup::Stale(decided @ Decided::Allow { .. })
+            if stale_allowed =>
+        {
+            Some(decided)
+        }
+        _ => None,
+    };
+    Resolution::Failed { error, stale }
+}
+
+/// A failure that happened before any answer could be read (the call could not be made, or
+/// the deadline passed): what the waiting requests get.
+pub fn fail_authz(
+    config: &Config,
+    state: &mut State,
+    key: &DecisionKey,
+    error: AuthzError,
+    now_ms: u64,
+    metrics: &mut dyn MetricSink,
+) -> Resolution {
+    failed(config, state, key, error, now_ms, metrics)
+}
+
+/// What one waiting request gets from a resolution.
+pub fn resolve(
+    config: &Config,
+    pending: &Pending,
+    resolution: &Resolution,
+    metrics: &mut dyn MetricSink,
+) -> Decision {
+    let request_id = pending.request_id.as_deref();
+    let credential = &pending.credential;
+    let continue_with = |add: Rc<Vec<(String, String)>>, names: &[String]| {
+        let mut remove = pending.remove.clone();
+        for name in names {
+            if !remove.contains(name) {
+                remove.push(name.clone());
+            }
+        }
+        Step::Continue { remove, add }
+    };
+    let marked = |base: &[(String, String)], names: &[String], mark: &str| {
+        let mut add = base.to_vec();
+        add.push((format!("{}authz", config.identity_prefix), mark.to_string()));
+        continue_with(Rc::new(add), names)
+    };
+    match resolution {
+        Resolution::Decided(Decided::Allow { add, names }) => {
+            count_allowed(metrics, pending.kind);
+            Decision {
+                step: continue_with(Rc::clone(add), names),
+                log: format!("allow authz {credential}"),
+            }
+        }
+        Resolution::Decided(Decided::Deny { reason }) => {
+            count_denied(metrics, pending.kind);
+            metrics.increment(Metric::DeniedForbidden);
+            respond(
+                replies::forbidden(reason, request_id),
+                format!("deny authz_denied {credential}"),
+            )
+        }
+        Resolution::Decided(Decided::Expired { reauth_url }) => {
+            count_denied(metrics, pending.kind);
+            metrics.increment(Metric::SessionExpired);
+            let reply = replies::session_expired(
+                pending.session_reply,
+                &config.session,
+                reauth_url.as_deref(),
+                &pending.host,
+                request_id,
+            );
+            respond(reply, format!("deny session_expired (authz) {credential}"))
+        }
+        Resolution::Failed { error, stale } => {
+            let mode = config
+                .enterprise
+                .as_ref()
+                .map_or(FailureMode::Deny, |e| e.failure_mode);
+            let why = error.describe();
+            match (mode, stale) {
+                (FailureMode::Allow, _) => {
+                    metrics.increment(Metric::FailureModeAllowed);
+                    count_allowed(metrics, pending.kind);
+                    Decision {
+                        step: marked(&pending.identity_headers, &[], "failure-mode-allow"),
+                        log: format!("allow failure_mode (authz {why}) {credential}"),
+                    }
+                }
+                (FailureMode::AllowStale, Some(Decided::Allow { add, names })) => {
+                    metrics.increment(Metric::FailureModeAllowed);
+                    count_allowed(metrics, pending.kind);
+                    Decision {
+                        step: marked(add, names, "stale"),
+                        log: format!("allow stale (authz {why}) {credential}"),
+                    }
+                }
+                _ => {
+                    count_denied(metrics, pending.kind);
+                    metrics.increment(Metric::DeniedAuthzUnavailable);
+                    let status = config
+                        .enterprise
+                        .as_ref()
+                        .map_or(503, |e| e.status_on_error);
+                    respond(
+                        replies::authorization_unavailable(status, request_id),
+                        format!("deny authorization_unavailable (authz {why}) {credential}"),
+                    )
+                }
+            }
+        }
+    }
+}
+
 fn token_hash(secret: &str) -> TokenHash {
     Sha256::digest(secret.as_bytes()).into()
 }
@@ -495,6 +820,21 @@ fn pass(
     add: Rc<Vec<(String, String)>>,
     log: String,
 ) -> Decision {
+    Decision {
+        step: Step::Continue {
+            remove: removals(config, request, credential_header),
+            add,
+        },
+        log,
+    }
+}
+
+/// Spoofed identity headers, claim headers, and (unless forwarded) the credential's header.
+fn removals(
+    config: &Config,
+    request: &Request<'_>,
+    credential_header: Option<&str>,
+) -> Vec<String> {
     let mut remove: Vec<String> = request
         .headers()
         .map(|(name, _)| name)
@@ -506,10 +846,7 @@ fn pass(
         .map(str::to_string)
         .collect();
     remove.dedup();
-    Decision {
-        step: Step::Continue { remove, add },
-        log,
-    }
+    remove
 }
 
 fn is_preflight(request: &Request<'_>) -> bool {

@@ -13,9 +13,26 @@ pub struct Identity {
     pub headers: Rc<Vec<(String, String)>>,
     pub scopes: Vec<String>,
     pub roles: Vec<String>,
+    /// For the authorization service: `sub` or the API key's id, the email, the issuer.
+    pub subject: Option<String>,
+    pub email: Option<String>,
+    pub issuer: Option<String>,
+    /// When the credential stops being valid (seconds since the epoch): bounds cached decisions.
+    pub expires_at_s: Option<i64>,
 }
 
 impl Identity {
+    /// An agent token's identity before the authorization service has spoken: only its kind.
+    pub fn opaque(prefix: &str) -> Self {
+        Identity {
+            headers: Rc::new(vec![(
+                format!("{prefix}credential"),
+                "opaque_token".to_string(),
+            )]),
+            ..Identity::default()
+        }
+    }
+
     /// The identity of a verified JWT.
     pub fn from_jwt(config: &Config, provider: &Provider, claims_map: &Map<String, Value>) -> Self {
         let prefix = &config.identity_prefix;
@@ -32,8 +49,10 @@ impl Identity {
                 headers.push((format!("{prefix}{suffix}"), value));
             }
         };
-        put("subject", value_at(&names.subject));
-        put("email", value_at(&names.email));
+        let subject = value_at(&names.subject);
+        let email = value_at(&names.email);
+        put("subject", subject.clone());
+        put("email", email.clone());
         put("roles", Some(roles.join(",")));
         put("scopes", Some(scopes.join(",")));
         for (claim, header) in &provider.claim_to_headers {
@@ -45,11 +64,21 @@ impl Identity {
             headers: Rc::new(headers),
             scopes,
             roles,
+            subject,
+            email,
+            issuer: Some(provider.issuer.clone()),
+            expires_at_s: None,
         }
     }
 
     /// The identity of a configured API key: its principal and scopes (API keys carry no roles).
-    pub fn from_api_key(prefix: &str, id: &str, principal: &str, scopes: &[String]) -> Self {
+    pub fn from_api_key(
+        prefix: &str,
+        id: &str,
+        principal: &str,
+        scopes: &[String],
+        expires_at_s: Option<i64>,
+    ) -> Self {
         let mut headers = vec![
             (format!("{prefix}credential"), "api_key".to_string()),
             (format!("{prefix}key-id"), id.to_string()),
@@ -62,6 +91,10 @@ impl Identity {
             headers: Rc::new(headers),
             scopes: scopes.to_vec(),
             roles: Vec::new(),
+            subject: Some(id.to_string()),
+            email: None,
+            issuer: None,
+            expires_at_s,
         }
     }
 }

@@ -71,12 +71,15 @@ pub fn verify(
     let verified =
         jwt::verify(&inspected, provider, &key_set, ctx.now_s()).map_err(JwtFailure::Invalid)?;
     let leeway = i64::try_from(provider.clock_skew_s).unwrap_or(i64::MAX);
-    let identity = Rc::new(Identity::from_jwt(config, provider, &verified.claims));
+    let expires_after = verified.expires_at.map(|exp| exp.saturating_add(leeway));
+    let mut identity = Identity::from_jwt(config, provider, &verified.claims);
+    identity.expires_at_s = expires_after;
+    let identity = Rc::new(identity);
     state.tokens.insert(
         hash,
         CachedToken {
             provider: provider_index,
-            expires_after: verified.expires_at.map(|exp| exp.saturating_add(leeway)),
+            expires_after,
             kid: verified.kid,
             identity: Rc::clone(&identity),
         },

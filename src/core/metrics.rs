@@ -23,10 +23,19 @@ pub enum Metric {
     DeniedApiKey,
     DeniedOpaqueToken,
     RateLimited,
+    AuthzCall,
+    AuthzOk,
+    AuthzDenied,
+    AuthzError,
+    AuthzTimeout,
+    AuthzCacheHit,
+    AuthzCacheMiss,
+    FailureModeAllowed,
+    DeniedAuthzUnavailable,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 20] = [
+    pub const ALL: [Metric; 29] = [
         Metric::Allowed,
         Metric::Denied,
         Metric::DeniedMissingCredential,
@@ -47,6 +56,15 @@ impl Metric {
         Metric::DeniedApiKey,
         Metric::DeniedOpaqueToken,
         Metric::RateLimited,
+        Metric::AuthzCall,
+        Metric::AuthzOk,
+        Metric::AuthzDenied,
+        Metric::AuthzError,
+        Metric::AuthzTimeout,
+        Metric::AuthzCacheHit,
+        Metric::AuthzCacheMiss,
+        Metric::FailureModeAllowed,
+        Metric::DeniedAuthzUnavailable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +89,15 @@ impl Metric {
             Metric::DeniedApiKey => "authgate.denied.api_key",
             Metric::DeniedOpaqueToken => "authgate.denied.opaque_token",
             Metric::RateLimited => "authgate.rate_limited",
+            Metric::AuthzCall => "authgate.authz_call",
+            Metric::AuthzOk => "authgate.authz_ok",
+            Metric::AuthzDenied => "authgate.authz_denied",
+            Metric::AuthzError => "authgate.authz_error",
+            Metric::AuthzTimeout => "authgate.authz_timeout",
+            Metric::AuthzCacheHit => "authgate.authz_cache_hit",
+            Metric::AuthzCacheMiss => "authgate.authz_cache_miss",
+            Metric::FailureModeAllowed => "authgate.failure_mode_allowed",
+            Metric::DeniedAuthzUnavailable => "authgate.denied.authorization_unavailable",
         }
     }
 

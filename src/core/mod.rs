@@ -3,11 +3,13 @@
 
 pub mod alg;
 pub mod api_keys;
+pub mod authz;
 pub mod backoff;
 pub mod claims;
 pub mod client_ip;
 pub mod config;
 pub mod credentials;
+pub mod decision_cache;
 pub mod engine;
 pub mod extract;
 pub mod glob;

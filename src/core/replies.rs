@@ -117,6 +117,16 @@ pub fn rate_limited(retry_after_s: u64, request_id: Option<&str>) -> Reply {
     with_header(reply, "retry-after", retry_after_s.to_string())
 }
 
+/// The authorization service could not decide (down, slow, or nonsense) and failure_mode denies.
+pub fn authorization_unavailable(status: u16, request_id: Option<&str>) -> Reply {
+    json_reply(
+        status,
+        json!({"error": "authorization_unavailable",
+               "message": "the authorization service could not be reached; retry shortly"}),
+        request_id,
+    )
+}
+
 pub fn jwks_unavailable(request_id: Option<&str>) -> Reply {
     json_reply(
         503,

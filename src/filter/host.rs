@@ -91,6 +91,29 @@ pub fn dispatch_get(cluster: &str, authority: &str, path: &str, timeout: Duratio
     hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout).ok()
 }
 
+/// POSTs JSON to a cluster; the token identifies the answer. None when the host refused the call.
+pub fn dispatch_post(
+    cluster: &str,
+    authority: &str,
+    path: &str,
+    body: &[u8],
+    request_id: Option<&str>,
+    timeout: Duration,
+) -> Option<u32> {
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", authority),
+        ("content-type", "application/json"),
+        ("accept", "application/json"),
+        ("user-agent", "authgate"),
+    ];
+    if let Some(id) = request_id {
+        headers.push(("x-request-id", id));
+    }
+    hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout).ok()
+}
+
 /// Status and body of the callout response being delivered now; None if the body is too big.
 pub fn callout_response(body_size: usize, max_body: usize) -> (u16, Option<Vec<u8>>) {
     let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
@@ -119,6 +142,14 @@ pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
 
 pub fn define_counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+pub fn define_histogram(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Histogram, name).ok()
+}
+
+pub fn record(metric_id: u32, value: u64) {
+    let _ = hostcalls::record_metric(metric_id, value);
 }
 
 pub fn increment(metric_id: u32) {

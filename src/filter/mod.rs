@@ -1,6 +1,7 @@
 //! The thin host shell: the root context (configuration, ticks, JWKS fetches), the HTTP context
 //! (one request), and `host`, the only file that calls the host.
 
+mod authz_call;
 mod host;
 mod http;
 mod jwks_fetch;

@@ -11,7 +11,7 @@ use crate::core::config::{Config, JwksSource};
 use crate::filter::host;
 use crate::filter::http::AuthHttp;
 use crate::filter::jwks_fetch::Fetcher;
-use crate::filter::vm::Vm;
+use crate::filter::vm::{deliver, Vm};
 
 /// Ticks notice key sets fetched by other VMs and answer waiting requests promptly.
 const TICK: Duration = Duration::from_millis(100);
@@ -24,8 +24,12 @@ pub struct Root {
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
-        if let Some(vm) = &self.vm {
-            self.fetcher.on_response(vm, token, body_size);
+        let Some(vm) = &self.vm else {
+            return;
+        };
+        match vm.finish_authz(token, body_size) {
+            Some(deliveries) => deliver(deliveries, None),
+            None => self.fetcher.on_response(vm, token, body_size),
         }
     }
 }
@@ -55,9 +59,10 @@ impl RootContext for Root {
             .providers
             .iter()
             .any(|p| matches!(p.jwks, JwksSource::Remote(_)));
+        let config_has_enterprise = config.enterprise.is_some();
         self.fetcher = Fetcher::new(&config);
         self.vm = Some(Rc::new(Vm::new(config)));
-        if has_remote {
+        if has_remote || config_has_enterprise {
             host::set_tick_period(TICK);
         }
         true
@@ -66,6 +71,9 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(vm) = &self.vm {
             self.fetcher.tick(vm);
+            if vm.has_authz_calls() {
+                deliver(vm.sweep_authz(), None);
+            }
         }
     }
 
@@ -73,7 +81,7 @@ impl RootContext for Root {
         Some(Box::new(AuthHttp {
             vm: self.vm.clone(),
             context_id,
-            waiting: false,
+            paused: false,
         }))
     }
 

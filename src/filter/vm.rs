@@ -2,27 +2,40 @@
 //! the compiled configuration, keys and caches, counters, and requests waiting for keys.
 
 use std::cell::RefCell;
+use std::time::Duration;
 
 use proxy_wasm::types::LogLevel;
 
+use crate::core::authz::AuthzError;
 use crate::core::backoff::SharedStore;
 use crate::core::config::Config;
-use crate::core::engine::{self, Context, Decision, Effects, State, Step};
+use crate::core::decision_cache::DecisionKey;
+use crate::core::engine::{self, AuthzCall, Context, Decision, Effects, Resolution, State, Step};
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::replies;
 use crate::core::request::Request;
+use crate::filter::authz_call::{AuthzCalls, Inflight, Owner};
 use crate::filter::host;
 
 /// Slack beyond the JWKS fetch timeout before a waiting request is answered regardless:
 /// covers a fetch started by another VM and the tick that notices it.
 const WAIT_SLACK_MS: u64 = 1_000;
 
+/// Slack beyond an authorization call's timeout before its waiters are answered regardless
+/// (Envoy answers a timed-out call itself; this only covers a call that vanished).
+const AUTHZ_SLACK_MS: u64 = 1_000;
+
 pub struct Vm {
     pub config: Config,
     pub state: RefCell<State>,
     waiters: RefCell<Vec<Waiter>>,
+    authz: RefCell<AuthzCalls>,
     counters: Counters,
+    authz_latency_ms: Option<u32>,
 }
+
+/// Decisions for paused requests, by context id, for the caller to deliver.
+pub type Deliveries = Vec<(u32, Decision)>;
 
 /// A request paused until its provider's keys change, or its deadline.
 struct Waiter {
@@ -75,7 +88,9 @@ impl Vm {
             config,
             state: RefCell::new(state),
             waiters: RefCell::default(),
+            authz: RefCell::default(),
             counters: Counters::define(),
+            authz_latency_ms: host::define_histogram("authgate.authz_latency_ms"),
         }
     }
 
@@ -166,10 +181,216 @@ impl Vm {
             let Some(decision) = self.decide(&waiter.headers, false) else {
                 continue;
             };
+            // An authorization call is made from the root context, which outlives the request.
+            let decision = match decision.step {
+                Step::CallAuthz(call) => {
+                    match self.start_authz(waiter.context_id, *call, Owner::Root) {
+                        Some(decision) => decision,
+                        None => continue,
+                    }
+                }
+                _ => decision,
+            };
             if host::set_effective_context(waiter.context_id) {
                 execute_resumed(&decision.step, &waiter.headers);
             }
         }
+    }
+
+    /// Joins the call in flight for the key, or makes it. None: the request is paused until the
+    /// answer; Some: answer it now (the call could not be made).
+    pub fn start_authz(&self, context_id: u32, call: AuthzCall, owner: Owner) -> Option<Decision> {
+        let AuthzCall { key, body, pending } = call;
+        let joined = match self.authz.try_borrow_mut() {
+            Ok(mut calls) => calls.join(&key, context_id, pending.clone()),
+            Err(_) => false,
+        };
+        if joined {
+            return None;
+        }
+        let now_ms = host::now_ms();
+        let timeout_ms = self.config.enterprise.as_ref().map_or(0, |e| e.timeout_ms);
+        let token = self.dispatch_authz(&body, pending.request_id.as_deref());
+        let Some(token) = token else {
+            let resolution = self.fail_authz(&key, AuthzError::DispatchFailed);
+            return Some(engine::resolve(
+                &self.config,
+                &pending,
+                &resolution,
+                &mut &self.counters,
+            ));
+        };
+        let inflight = Inflight {
+            token: Some(token),
+            owner,
+            started_ms: now_ms,
+            deadline_ms: now_ms + timeout_ms + AUTHZ_SLACK_MS,
+            body,
+            request_id: pending.request_id.clone(),
+            leader: pending.clone(),
+            waiters: vec![(context_id, pending)],
+        };
+        if let Ok(mut calls) = self.authz.try_borrow_mut() {
+            calls.insert(key, inflight);
+        }
+        None
+    }
+
+    fn dispatch_authz(&self, body: &[u8], request_id: Option<&str>) -> Option<u32> {
+        let enterprise = self.config.enterprise.as_ref()?;
+        let token = host::dispatch_post(
+            &enterprise.cluster,
+            &enterprise.authority,
+            &enterprise.path,
+            body,
+            request_id,
+            Duration::from_millis(enterprise.timeout_ms),
+        );
+        match token {
+            Some(_) => self.count(Metric::AuthzCall),
+            None => host::log(
+                LogLevel::Error,
+                &format!(
+                    "authgate: could not call the authorization service (cluster {:?})",
+                    enterprise.cluster
+                ),
+            ),
+        }
+        token
+    }
+
+    fn fail_authz(&self, key: &DecisionKey, error: AuthzError) -> Resolution {
+        let now_ms = host::now_ms();
+        match self.state.try_borrow_mut() {
+            Ok(mut state) => engine::fail_authz(
+                &self.config,
+                &mut state,
+                key,
+                error,
+                now_ms,
+                &mut &self.counters,
+            ),
+            Err(_) => Resolution::Failed { error, stale: None },
+        }
+    }
+
+    /// The answer to call `token`: the decision for every request that waited for it. None when
+    /// the token is not an authorization call.
+    pub fn finish_authz(&self, token: u32, body_size: usize) -> Option<Deliveries> {
+        let (key, call) = self.authz.try_borrow_mut().ok()?.take_by_token(token)?;
+        let max_body = self
+            .config
+            .enterprise
+            .as_ref()
+            .map_or(0, |e| e.max_response_bytes);
+        let (status, body) = host::callout_response(body_size, max_body);
+        let now_ms = host::now_ms();
+        if let Some(id) = self.authz_latency_ms {
+            host::record(id, now_ms.saturating_sub(call.started_ms));
+        }
+        let resolution = match self.state.try_borrow_mut() {
+            Ok(mut state) => engine::complete_authz(
+                &self.config,
+                &mut state,
+                &key,
+                &call.leader,
+                (status, body.as_deref()),
+                now_ms,
+                &mut &self.counters,
+            ),
+            Err(_) => Resolution::Failed {
+                error: AuthzError::DispatchFailed,
+                stale: None,
+            },
+        };
+        if let Resolution::Failed { error, .. } = &resolution {
+            host::log(
+                LogLevel::Warn,
+                &format!("authgate: authorization service {}", error.describe()),
+            );
+        }
+        Some(self.deliveries(&call, &resolution))
+    }
+
+    fn deliveries(&self, call: &Inflight, resolution: &Resolution) -> Deliveries {
+        let debug = host::debug_enabled();
+        call.waiters
+            .iter()
+            .map(|(context_id, pending)| {
+                let decision =
+                    engine::resolve(&self.config, pending, resolution, &mut &self.counters);
+                if debug {
+                    host::log(LogLevel::Debug, &decision.log);
+                }
+                (*context_id, decision)
+            })
+            .collect()
+    }
+
+    /// On the root tick: answer the waiters of calls past their deadline, and call again for
+    /// calls whose owner went away.
+    pub fn sweep_authz(&self) -> Deliveries {
+        let now_ms = host::now_ms();
+        let Ok(mut calls) = self.authz.try_borrow_mut() else {
+            return Vec::new();
+        };
+        if calls.is_empty() {
+            return Vec::new();
+        }
+        let (overdue, orphaned) = calls.sweep(now_ms);
+        let redo: Vec<(DecisionKey, Vec<u8>, Option<String>)> = orphaned
+            .iter()
+            .filter_map(|key| calls.body_of(key).map(|(body, id)| (*key, body, id)))
+            .collect();
+        drop(calls);
+        for (key, body, request_id) in redo {
+            if let Some(token) = self.dispatch_authz(&body, request_id.as_deref()) {
+                if let Ok(mut calls) = self.authz.try_borrow_mut() {
+                    calls.redispatched(&key, token);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (key, call) in overdue {
+            let resolution = self.fail_authz(&key, AuthzError::Timeout);
+            out.extend(self.deliveries(&call, &resolution));
+        }
+        out
+    }
+
+    pub fn has_authz_calls(&self) -> bool {
+        self.authz.try_borrow().is_ok_and(|c| !c.is_empty())
+    }
+
+    /// Whether the request is paused (for keys or an authorization answer).
+    pub fn is_paused(&self, context_id: u32) -> bool {
+        self.waiters
+            .try_borrow()
+            .is_ok_and(|w| w.iter().any(|w| w.context_id == context_id))
+            || self
+                .authz
+                .try_borrow()
+                .is_ok_and(|c| c.is_waiting(context_id))
+    }
+
+    /// A request went away: forget it wherever it waits.
+    pub fn forget(&self, context_id: u32) {
+        self.remove_waiter(context_id);
+        if let Ok(mut calls) = self.authz.try_borrow_mut() {
+            calls.forget(context_id);
+        }
+    }
+}
+
+/// Carries out decisions for paused requests: `current` is the context whose callback this is.
+pub fn deliver(deliveries: Deliveries, current: Option<u32>) {
+    for (context_id, decision) in deliveries {
+        if Some(context_id) == current || host::set_effective_context(context_id) {
+            execute_resumed(&decision.step, &[]);
+        }
+    }
+    if let Some(id) = current {
+        host::set_effective_context(id);
     }
 }
 
@@ -181,8 +402,9 @@ fn execute_resumed(step: &Step, headers: &[(String, String)]) {
             host::resume_request();
         }
         Step::Respond(reply) => host::send_reply(reply),
-        // A request that waited once is answered, never paused again.
-        Step::WaitForKeys { .. } => {
+        // A request that waited once is answered, never paused again; an authorization call
+        // is started before a resumed request gets here.
+        Step::WaitForKeys { .. } | Step::CallAuthz(_) => {
             let request_id = Request::new(headers).request_id();
             host::send_reply(&replies::jwks_unavailable(request_id));
         }

@@ -470,3 +470,107 @@ fn failed_keys_back_off_and_a_success_resets() {
     let (step, _) = run_at(&config, &mut state, &right, &mut shared, now);
     assert!(matches!(step, Step::Continue { .. }), "{step:?}");
 }
+
+fn enterprise_config(failure_mode: &str) -> Config {
+    let json = json!({
+        "jwt_providers": {"corp": {"issuer": fixtures::ISSUER, "audiences": ["gateway"],
+                                   "local_jwks": fixtures::JWKS}},
+        "rules": [{"match": {"prefix": "/"}, "requires_any": ["jwt:corp"], "enterprise": true}],
+        "enterprise": {"cluster": "authz", "authority": "authz.internal",
+                       "failure_mode": failure_mode,
+                       "cache": {"allow_ttl_s": 30, "deny_ttl_s": 5}}
+    });
+    Config::parse(json.to_string().as_bytes()).unwrap()
+}
+
+fn authz_call(step: Step) -> Box<authgate::core::engine::AuthzCall> {
+    match step {
+        Step::CallAuthz(call) => call,
+        other => panic!("expected an authorization call, got {other:?}"),
+    }
+}
+
+#[test]
+fn enterprise_decisions_are_asked_once_and_cached() {
+    use authgate::core::engine::{complete_authz, resolve};
+    let config = enterprise_config("deny");
+    let mut state = State::new(&config);
+    let headers = request("/v1/chat", Some(fixtures::TOKEN_RS256));
+    let (step, metrics) = run(&config, &mut state, &headers);
+    assert_eq!(metrics.count(Metric::AuthzCacheMiss), 1);
+    let call = authz_call(step);
+    let body: Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(body["subject"]["kind"], "jwt");
+    assert_eq!(
+        body["subject"]["token_sha256"].as_str().map(str::len),
+        Some(64)
+    );
+    assert_eq!(body["request"]["path"], "/v1/chat");
+    assert_eq!(body["client_ip"], "192.0.2.10");
+    assert!(!String::from_utf8_lossy(&call.body).contains(fixtures::TOKEN_RS256));
+
+    let mut metrics = Recorded::default();
+    let answer = br#"{"authorized": true, "headers": {"x-tenant": "acme"}}"#;
+    let resolution = complete_authz(
+        &config,
+        &mut state,
+        &call.key,
+        &call.pending,
+        (200, Some(&answer[..])),
+        NOW_MS,
+        &mut metrics,
+    );
+    let decision = resolve(&config, &call.pending, &resolution, &mut metrics);
+    assert_eq!(added(&decision.step, "x-tenant").as_deref(), Some("acme"));
+    let Step::Continue { remove, .. } = &decision.step else {
+        unreachable!()
+    };
+    assert!(
+        remove.contains(&"x-tenant".to_string()),
+        "spoofed x-tenant removed: {remove:?}"
+    );
+
+    let (step, metrics) = run(&config, &mut state, &headers);
+    assert_eq!(metrics.count(Metric::AuthzCacheHit), 1);
+    assert_eq!(added(&step, "x-tenant").as_deref(), Some("acme"));
+}
+
+#[test]
+fn enterprise_failures_follow_failure_mode_and_are_not_cached() {
+    use authgate::core::engine::{complete_authz, resolve};
+    for (mode, status) in [("deny", Some(503)), ("allow", None)] {
+        let config = enterprise_config(mode);
+        let mut state = State::new(&config);
+        let headers = request("/v1/chat", Some(fixtures::TOKEN_RS256));
+        let call = authz_call(run(&config, &mut state, &headers).0);
+        let mut metrics = Recorded::default();
+        let resolution = complete_authz(
+            &config,
+            &mut state,
+            &call.key,
+            &call.pending,
+            (200, Some(&b"not json{"[..])),
+            NOW_MS,
+            &mut metrics,
+        );
+        let decision = resolve(&config, &call.pending, &resolution, &mut metrics);
+        match status {
+            Some(status) => {
+                let (got, body) = status_and_body(&decision.step);
+                assert_eq!(
+                    (got, body["error"].as_str()),
+                    (status, Some("authorization_unavailable"))
+                );
+            }
+            None => {
+                assert_eq!(
+                    added(&decision.step, "x-auth-authz").as_deref(),
+                    Some("failure-mode-allow")
+                );
+                assert_eq!(metrics.count(Metric::FailureModeAllowed), 1);
+            }
+        }
+        // Not cached: the next request asks again.
+        authz_call(run(&config, &mut state, &headers).0);
+    }
+}

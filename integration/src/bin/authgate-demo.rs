@@ -12,6 +12,8 @@ use authgate_integration::{jwks, FixtureKey, JwksStub, TokenBuilder, Upstream};
 use serde_json::json;
 
 const ISSUER: &str = "https://idp.authgate.local";
+/// The API key envoy/envoy.yaml lists (by its SHA-256) as `demo`.
+const DEMO_API_KEY: &str = "ek_live_demo_0123456789abcdef";
 
 fn port(var: &str, default: u16) -> u16 {
     match std::env::var(var) {
@@ -71,6 +73,17 @@ fn main() {
     println!("  curl -i -H \"Authorization: Bearer $TOKEN\" {gateway}/v1/models   # 200, upstream echoes x-auth-* headers");
     println!(
         "  curl -i -H \"Authorization: Bearer $TOKEN.x\" {gateway}/v1/models # 401 invalid_token"
+    );
+    println!("  curl -i -H \"x-api-key: {DEMO_API_KEY}\" {gateway}/v1/models   # 200 as svc:demo");
+    println!();
+    println!("Agent tokens live in the reference authorization service (127.0.0.1:8083):");
+    println!(
+        "  target/debug/authgate-authz create-token --db .run/authz.sqlite --email you@example.com"
+    );
+    println!("  curl -i -H \"Authorization: Bearer <token>\" {gateway}/v1/models   # 200 via the service");
+    println!("  target/debug/authgate-authz expire --db .run/authz.sqlite --sha256 <token_sha256>");
+    println!(
+        "  # then the same call answers with a re-auth URL; open it, and the token works again"
     );
     println!();
     println!("Serving until killed (Ctrl-C).");

@@ -1,0 +1,415 @@
+//! The enterprise authorization callout in real Envoy (DESIGN.md "Enterprise authorization
+//! protocol"): one call per credential and route, cached allows and denies, single-flight,
+//! failure modes, timeouts, the openfga dialect. Against a fault-injecting stub; the reference
+//! service's own flow is in `reference_service.rs`.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use authgate_integration::authz_stub::{AuthzMode, AuthzStub};
+use authgate_integration::expect::{self, error_reply, Checks};
+use authgate_integration::plugin::{corp_claims, local_provider};
+use authgate_integration::{FixtureKey, Gateway, JwksStub, Reply, Req, TokenBuilder};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+fn plugin(enterprise: Value) -> Value {
+    json!({
+        "jwt_providers": {"corp": local_provider(&[FixtureKey::Rsa1])},
+        "rules": [{"match": {"prefix": "/local"}, "requires_any": ["jwt:corp"]},
+                  {"match": {"prefix": "/"}, "requires_any": ["jwt:corp"], "enterprise": true}],
+        "enterprise": enterprise
+    })
+}
+
+fn enterprise(extra: Value) -> Value {
+    let mut base = json!({"cluster": "authz", "authority": "authz.internal",
+                          "path": "/api/authorize", "timeout_ms": 1000,
+                          "cache": {"allow_ttl_s": 60, "deny_ttl_s": 1}});
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        base.extend(extra.clone());
+    }
+    base
+}
+
+fn gateway(plugin: &Value, authz_port: u16) -> Gateway {
+    Gateway::start_with(
+        plugin,
+        JwksStub::start(authgate_integration::jwks(&[])),
+        |c| c.cluster("authz", authz_port),
+    )
+}
+
+fn token(subject: &str) -> String {
+    TokenBuilder::new(FixtureKey::Rsa1)
+        .claims(corp_claims(subject))
+        .sign()
+}
+
+fn get(gw: &Gateway, path: &str, token: &str) -> Reply {
+    Req::get(gw.url(path)).bearer(token).send()
+}
+
+fn allow_with_tenant() -> AuthzMode {
+    AuthzMode::Json(json!({"authorized": true, "cache_ttl_s": 60,
+                           "headers": {"x-tenant": "acme-from-authz", "x-plan": "gold"}}))
+}
+
+fn unavailable(reply: &Reply, status: u16) -> expect::Check {
+    error_reply(reply, status, "authorization_unavailable").map(|_| ())
+}
+
+#[test]
+fn one_call_per_credential_and_route_with_the_documented_body() {
+    let stub = AuthzStub::start(allow_with_tenant());
+    let gw = gateway(&plugin(enterprise(json!({}))), stub.port());
+    let mut checks = Checks::new();
+    let alice = token("alice");
+    for i in 0..5 {
+        let reply = Req::get(gw.url("/v1/chat?x=1"))
+            .bearer(&alice)
+            .header("x-tenant", "spoofed")
+            .header("x-plan", "spoofed")
+            .header("x-request-id", &format!("req-{i}"))
+            .send();
+        checks.check(
+            &format!("request {i} allowed with the service's headers"),
+            expect::allowed(&reply)
+                .and_then(|()| expect::upstream_header(&reply, "x-tenant", Some("acme-from-authz")))
+                .and_then(|()| expect::upstream_header(&reply, "x-plan", Some("gold")))
+                .and_then(|()| expect::upstream_header(&reply, "x-auth-subject", Some("alice"))),
+        );
+    }
+    checks.check(
+        "five requests, one call",
+        (stub.request_count() == 1)
+            .then_some(())
+            .ok_or(format!("{} calls", stub.request_count())),
+    );
+    get(&gw, "/v1/models", &alice);
+    get(&gw, "/local/x", &alice);
+    checks.check(
+        "another path is another decision; a rule without enterprise asks nobody",
+        (stub.request_count() == 2)
+            .then_some(())
+            .ok_or(format!("{} calls", stub.request_count())),
+    );
+
+    let requests = stub.requests();
+    let first = &requests[0];
+    let body: Value = serde_json::from_str(&first.body).unwrap_or_default();
+    let sha = hex::encode(Sha256::digest(alice.as_bytes()));
+    checks.check(
+        "POST /api/authorize with the configured authority and the request id",
+        (first.method == "POST"
+            && first.path == "/api/authorize"
+            && first.header("host").or(first.header(":authority")) == Some("authz.internal")
+            && first.header("x-request-id") == Some("req-0")
+            && first.header("content-type") == Some("application/json"))
+        .then_some(())
+        .ok_or(format!("{first:?}")),
+    );
+    let expected = json!({
+        "user_email": "alice@example.com",
+        "client_ip": "127.0.0.1",
+        "subject": {"kind": "jwt", "id": "alice", "issuer": "https://idp.test",
+                    "token_sha256": sha, "roles": ["user", "admin"], "scopes": ["llm:invoke", "read"]},
+        "request": {"method": "GET", "host": gw.envoy.authority(), "path": "/v1/chat"}
+    });
+    checks.check(
+        "the body is the authgate dialect",
+        (body == expected)
+            .then_some(())
+            .ok_or(format!("got {body}\nwanted {expected}")),
+    );
+    checks.check(
+        "no raw credential reaches the service",
+        requests
+            .iter()
+            .all(|r| {
+                !r.body.contains(&alice) && !r.body.contains(alice.split('.').nth(2).unwrap_or("-"))
+            })
+            .then_some(())
+            .ok_or("a request body holds the token".to_string()),
+    );
+    let stats = gw.envoy.stats();
+    let stat = |n: &str| stats.get(n).copied().unwrap_or(0);
+    checks.check(
+        "stats",
+        ([
+            stat("authgate.authz_call"),
+            stat("authgate.authz_ok"),
+            stat("authgate.authz_cache_miss"),
+            stat("authgate.authz_cache_hit"),
+        ] == [2, 2, 2, 4])
+        .then_some(())
+        .ok_or(format!("{stats:?}")),
+    );
+    checks.finish();
+}
+
+#[test]
+fn concurrent_identical_misses_make_one_call() {
+    let stub = AuthzStub::start(AuthzMode::Delay(
+        Duration::from_millis(400),
+        Box::new(allow_with_tenant()),
+    ));
+    let gw = gateway(&plugin(enterprise(json!({}))), stub.port());
+    let bob = token("bob");
+    let url = gw.url("/v1/chat");
+    let start = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, bob, start) = (url.clone(), bob.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                Req::get(url).bearer(&bob).send()
+            })
+        })
+        .collect();
+    let replies: Vec<Reply> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap_or_else(|_| panic!("client thread failed")))
+        .collect();
+    let mut checks = Checks::new();
+    for (i, reply) in replies.iter().enumerate() {
+        checks.check(
+            &format!("waiter {i} got the shared answer"),
+            expect::allowed(reply)
+                .and_then(|()| expect::upstream_header(reply, "x-tenant", Some("acme-from-authz"))),
+        );
+    }
+    checks.check(
+        "8 concurrent misses, one call",
+        (stub.request_count() == 1)
+            .then_some(())
+            .ok_or(format!("{} calls", stub.request_count())),
+    );
+    checks.finish();
+}
+
+#[test]
+fn denies_are_cached_for_deny_ttl_then_asked_again() {
+    let stub = AuthzStub::start(AuthzMode::Json(
+        json!({"authorized": false, "reason": "no seat left for this team"}),
+    ));
+    let gw = gateway(&plugin(enterprise(json!({}))), stub.port());
+    let carol = token("carol");
+    let mut checks = Checks::new();
+    for round in 0..3 {
+        let reply = get(&gw, "/v1/chat", &carol);
+        checks.check(
+            &format!("deny {round}: 403 with the service's reason"),
+            error_reply(&reply, 403, "forbidden").and_then(|body| {
+                (body["message"] == "no seat left for this team")
+                    .then_some(())
+                    .ok_or(format!("{body}"))
+            }),
+        );
+    }
+    checks.check(
+        "within deny_ttl the deny is cached",
+        (stub.request_count() == 1)
+            .then_some(())
+            .ok_or(format!("{} calls", stub.request_count())),
+    );
+    // Access granted at the service: it takes effect once the cached deny (1 s) lapses.
+    stub.set_mode(allow_with_tenant());
+    std::thread::sleep(Duration::from_millis(1_100));
+    checks.check(
+        "after deny_ttl the service is asked again",
+        expect::allowed(&get(&gw, "/v1/chat", &carol)),
+    );
+    checks.check(
+        "two calls in all",
+        (stub.request_count() == 2)
+            .then_some(())
+            .ok_or(format!("{} calls", stub.request_count())),
+    );
+    assert_eq!(gw.envoy.stat("authgate.authz_denied"), 1);
+    checks.finish();
+}
+
+#[test]
+fn revocation_takes_effect_after_the_allow_ttl() {
+    let stub = AuthzStub::start(allow_with_tenant());
+    let plugin = plugin(enterprise(
+        json!({"cache": {"allow_ttl_s": 1, "deny_ttl_s": 10}}),
+    ));
+    let gw = gateway(&plugin, stub.port());
+    let dave = token("dave");
+    let mut checks = Checks::new();
+    checks.check("allowed", expect::allowed(&get(&gw, "/v1/chat", &dave)));
+    stub.set_mode(AuthzMode::Json(
+        json!({"authorized": false, "reason": "revoked"}),
+    ));
+    checks.check(
+        "still allowed from the cache",
+        expect::allowed(&get(&gw, "/v1/chat", &dave)),
+    );
+    std::thread::sleep(Duration::from_millis(1_100));
+    checks.check(
+        "revoked after the allow TTL",
+        error_reply(&get(&gw, "/v1/chat", &dave), 403, "forbidden").map(|_| ()),
+    );
+    checks.finish();
+}
+
+#[test]
+fn failure_modes_for_every_kind_of_failure() {
+    let stub = AuthzStub::start(AuthzMode::Status(500));
+    let mut checks = Checks::new();
+
+    let deny = plugin(enterprise(json!({"status_on_error": 503})));
+    let gw = gateway(&deny, stub.port());
+    let modes = [
+        ("500", AuthzMode::Status(500)),
+        ("garbage JSON", AuthzMode::Garbage),
+        ("wrong shape", AuthzMode::WrongShape),
+        ("oversized body", AuthzMode::Oversized(200_000)),
+    ];
+    for (i, (name, mode)) in modes.into_iter().enumerate() {
+        stub.set_mode(mode);
+        // A fresh subject each time: failures are never cached, but keep the cases apart.
+        let reply = get(&gw, "/v1/chat", &token(&format!("user{i}")));
+        checks.check(&format!("deny mode, {name}: 503"), unavailable(&reply, 503));
+    }
+    let reply = get(&gw, "/v1/chat", &token("user0"));
+    checks.check(
+        "a failure is not cached: asked again",
+        unavailable(&reply, 503),
+    );
+    checks.check(
+        "five calls for five requests",
+        (stub.request_count() == 5)
+            .then_some(())
+            .ok_or(format!("{} calls", stub.request_count())),
+    );
+    drop(gw);
+
+    // The service is down (nothing listens on its port).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(1);
+    let gw = gateway(&plugin(enterprise(json!({"status_on_error": 502}))), closed);
+    checks.check(
+        "service down, deny: status_on_error",
+        unavailable(&get(&gw, "/v1/chat", &token("erin")), 502),
+    );
+    drop(gw);
+    let gw = gateway(
+        &plugin(enterprise(json!({"failure_mode": "allow"}))),
+        closed,
+    );
+    let reply = get(&gw, "/v1/chat", &token("erin"));
+    checks.check(
+        "service down, allow: passes, marked",
+        expect::allowed(&reply)
+            .and_then(|()| {
+                expect::upstream_header(&reply, "x-auth-authz", Some("failure-mode-allow"))
+            })
+            .and_then(|()| expect::upstream_header(&reply, "x-auth-subject", Some("erin"))),
+    );
+    checks.check(
+        "failure_mode_allowed counted",
+        (gw.envoy.stat("authgate.failure_mode_allowed") == 1)
+            .then_some(())
+            .ok_or("no failure_mode_allowed".to_string()),
+    );
+    drop(gw);
+
+    stub.set_mode(allow_with_tenant());
+    let stale = plugin(enterprise(json!({"failure_mode": "allow_stale",
+                                         "cache": {"allow_ttl_s": 1, "deny_ttl_s": 1}})));
+    let gw = gateway(&stale, stub.port());
+    let frank = token("frank");
+    checks.check(
+        "allow_stale: first allowed",
+        expect::allowed(&get(&gw, "/v1/chat", &frank)),
+    );
+    stub.set_mode(AuthzMode::Status(503));
+    std::thread::sleep(Duration::from_millis(1_100));
+    let reply = get(&gw, "/v1/chat", &frank);
+    checks.check(
+        "allow_stale: the expired allow is served, marked stale",
+        expect::allowed(&reply)
+            .and_then(|()| expect::upstream_header(&reply, "x-auth-authz", Some("stale")))
+            .and_then(|()| expect::upstream_header(&reply, "x-tenant", Some("acme-from-authz"))),
+    );
+    checks.check(
+        "allow_stale: no earlier allow, denied",
+        unavailable(&get(&gw, "/v1/chat", &token("grace")), 503),
+    );
+    checks.finish();
+}
+
+#[test]
+fn a_slow_service_is_cut_off_at_timeout_and_the_body_never_goes_upstream() {
+    let stub = AuthzStub::start(AuthzMode::Delay(
+        Duration::from_secs(3),
+        Box::new(allow_with_tenant()),
+    ));
+    let gw = gateway(&plugin(enterprise(json!({"timeout_ms": 500}))), stub.port());
+    let started = Instant::now();
+    let reply = Req::post(gw.url("/v1/chat/completions"))
+        .bearer(&token("heidi"))
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send();
+    let elapsed = started.elapsed();
+    let mut checks = Checks::new();
+    checks.check("timeout: 503", unavailable(&reply, 503));
+    checks.check(
+        "answered at the timeout, not after the service's 3 s",
+        (elapsed < Duration::from_millis(1_500))
+            .then_some(())
+            .ok_or(format!("took {elapsed:?}")),
+    );
+    checks.check(
+        "the request (and its body) never reached the upstream",
+        (gw.upstream.requests() == 0)
+            .then_some(())
+            .ok_or(format!("{} upstream requests", gw.upstream.requests())),
+    );
+    checks.check(
+        "authz_timeout counted",
+        (gw.envoy.stat("authgate.authz_timeout") == 1)
+            .then_some(())
+            .ok_or("no authz_timeout".to_string()),
+    );
+    checks.finish();
+}
+
+#[test]
+fn openfga_dialect_against_its_check_api() {
+    let stub = AuthzStub::start(AuthzMode::Json(json!({"allowed": true})));
+    let fga = json!({"cluster": "authz", "authority": "fga.internal", "dialect": "openfga",
+                     "openfga": {"store_id": "01HSTORE", "authorization_model_id": "01HMODEL",
+                                 "user": "user:{subject.id}", "relation": "can_invoke",
+                                 "object": "route:{request.path}"}});
+    let gw = gateway(&plugin(fga), stub.port());
+    let ivan = token("ivan");
+    let mut checks = Checks::new();
+    checks.check(
+        "allowed: true",
+        expect::allowed(&get(&gw, "/v1/chat", &ivan)),
+    );
+    let requests = stub.requests();
+    let body: Value = serde_json::from_str(&requests[0].body).unwrap_or_default();
+    checks.check(
+        "POST /stores/{id}/check with the tuple",
+        (requests[0].path == "/stores/01HSTORE/check"
+            && body
+                == json!({"tuple_key": {"user": "user:ivan", "relation": "can_invoke",
+                                        "object": "route:/v1/chat"},
+                          "authorization_model_id": "01HMODEL"}))
+        .then_some(())
+        .ok_or(format!("{:?}", requests[0])),
+    );
+    stub.set_mode(AuthzMode::Json(json!({"allowed": false})));
+    checks.check(
+        "allowed: false",
+        error_reply(&get(&gw, "/v1/other", &ivan), 403, "forbidden").map(|_| ()),
+    );
+    checks.finish();
+}

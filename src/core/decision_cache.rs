@@ -1,0 +1,115 @@
+//! The authorization service's answers per VM, keyed by (credential hash, method, host, path).
+//! Bounded and LRU. Entries outlive their freshness so `allow_stale` can serve an expired allow
+//! when the service is down; only a fresh entry answers a request otherwise.
+
+use std::num::NonZeroUsize;
+use std::rc::Rc;
+
+use lru::LruCache;
+use sha2::{Digest, Sha256};
+
+use crate::core::token_cache::TokenHash;
+
+pub type DecisionKey = [u8; 32];
+
+/// One request's key. The host is compared case-insensitively, the path without its query.
+pub fn key(credential: &TokenHash, method: &str, host: &str, path: &str) -> DecisionKey {
+    let mut hasher = Sha256::new();
+    hasher.update(credential);
+    hasher.update(method.as_bytes());
+    hasher.update([0]);
+    hasher.update(host.to_ascii_lowercase().as_bytes());
+    hasher.update([0]);
+    hasher.update(path.as_bytes());
+    hasher.finalize().into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// `add`: identity and service headers together; `names`: the service's header names, which
+    /// are removed from the incoming request first.
+    Allow {
+        add: Rc<Vec<(String, String)>>,
+        names: Rc<Vec<String>>,
+    },
+    Deny {
+        reason: Rc<str>,
+    },
+    Expired {
+        reauth_url: Option<Rc<str>>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Fresh(Decided),
+    /// Past its TTL: usable only as `allow_stale`'s fallback.
+    Stale(Decided),
+    Miss,
+}
+
+struct Entry {
+    decided: Decided,
+    fresh_until_ms: u64,
+}
+
+pub struct DecisionCache {
+    entries: LruCache<DecisionKey, Entry>,
+}
+
+impl DecisionCache {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        DecisionCache {
+            entries: LruCache::new(capacity),
+        }
+    }
+
+    pub fn get(&mut self, key: &DecisionKey, now_ms: u64) -> Lookup {
+        match self.entries.get(key) {
+            Some(entry) if now_ms < entry.fresh_until_ms => Lookup::Fresh(entry.decided.clone()),
+            Some(entry) => Lookup::Stale(entry.decided.clone()),
+            None => Lookup::Miss,
+        }
+    }
+
+    pub fn insert(&mut self, key: DecisionKey, decided: Decided, ttl_ms: u64, now_ms: u64) {
+        let entry = Entry {
+            decided,
+            fresh_until_ms: now_ms.saturating_add(ttl_ms),
+        };
+        self.entries.put(key, entry);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_then_stale_and_bounded() {
+        let mut cache = DecisionCache::new(2);
+        let deny = Decided::Deny {
+            reason: Rc::from("no"),
+        };
+        let a = key(&[1; 32], "GET", "API.example.com", "/a");
+        assert_eq!(a, key(&[1; 32], "GET", "api.example.com", "/a"));
+        assert_ne!(a, key(&[1; 32], "GET", "api.example.com", "/b"));
+        assert_ne!(a, key(&[2; 32], "GET", "api.example.com", "/a"));
+        cache.insert(a, deny.clone(), 1_000, 0);
+        assert_eq!(cache.get(&a, 999), Lookup::Fresh(deny.clone()));
+        assert_eq!(cache.get(&a, 1_000), Lookup::Stale(deny));
+        cache.insert([2; 32], Decided::Expired { reauth_url: None }, 1, 0);
+        cache.insert([3; 32], Decided::Expired { reauth_url: None }, 1, 0);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(&a, 0), Lookup::Miss);
+    }
+}
