@@ -89,6 +89,8 @@ impl EnvoyConfig {
                 .map(|(name, port)| static_cluster(name, *port)),
         );
         json!({
+            // Histograms show in /stats only after a flush; 1 s keeps tests that read them short.
+            "stats_flush_interval": "1s",
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
             "static_resources": {
                 "listeners": [{

@@ -27,14 +27,15 @@ fn plugin() -> Value {
 }
 
 fn start() -> (tempfile::TempDir, AuthzService, Gateway) {
+    start_with(plugin())
+}
+
+fn start_with(plugin: Value) -> (tempfile::TempDir, AuthzService, Gateway) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let service = AuthzService::start(&dir.path().join("authz.sqlite"));
     let port = service.port();
-    let gw = Gateway::start_with(
-        &plugin(),
-        JwksStub::start(authgate_integration::jwks(&[])),
-        |c| c.cluster("authz", port),
-    );
+    let idp = JwksStub::start(authgate_integration::jwks(&[]));
+    let gw = Gateway::start_with(&plugin, idp, |c| c.cluster("authz", port));
     (dir, service, gw)
 }
 
@@ -158,6 +159,38 @@ fn jwt_subjects_are_decided_by_the_service_too() {
                 .then_some(())
                 .ok_or(format!("{body}"))
         }),
+    );
+    checks.finish();
+}
+
+#[test]
+fn guessing_agent_tokens_backs_off_like_guessing_keys() {
+    let mut plugin = plugin();
+    plugin["failed_auth_backoff"] = json!({"after_failures": 2, "base_s": 30});
+    let (_dir, service, gw) = start_with(plugin);
+    let (token, _) = service.create_token("alice@example.com", 3600);
+    let mut checks = Checks::new();
+    for guess in ["agt_guess_0000000000000001", "agt_guess_0000000000000002"] {
+        checks.check(
+            &format!("{guess}: unknown to the service, 403"),
+            error_reply(&call(&gw, guess), 403, "forbidden").map(|_| ()),
+        );
+    }
+    let calls_before = service.request_count();
+    let reply = call(&gw, "agt_guess_0000000000000003");
+    checks.check(
+        "the third guess is refused at the gateway, 429",
+        error_reply(&reply, 429, "rate_limited").map(|_| ()),
+    );
+    checks.check(
+        "and never reaches the service",
+        (service.request_count() == calls_before)
+            .then_some(())
+            .ok_or(format!("{} calls", service.request_count())),
+    );
+    checks.check(
+        "even a real token waits out the block from that address",
+        error_reply(&call(&gw, &token), 429, "rate_limited").map(|_| ()),
     );
     checks.finish();
 }

@@ -59,6 +59,10 @@ pub struct Pending {
     pub host: String,
     /// The credential's fingerprint, for the log.
     pub credential: String,
+    /// For an agent token: the client's backoff record and whether it holds failures. Only the
+    /// service knows whether the token is real, so its deny counts as a failed attempt (guessing
+    /// agent tokens must back off like guessing keys) and its allow as a success.
+    pub backoff_client: Option<(ClientSlot, bool)>,
 }
 
 /// What the service's answer (or its absence) came to, shared by every request that waited.
@@ -384,7 +388,7 @@ impl Run<'_, '_> {
     }
 
     fn allow(&mut self, rule: &Rule, valid: Valid) -> Decision {
-        if self.gate.failures > 0 {
+        if self.gate.failures > 0 && valid.kind != Kind::OpaqueToken {
             if let (Some(backoff), Some((slot, _))) = (&self.config.backoff, &self.gate.client) {
                 backoff.record_success(self.shared, *slot);
             }
@@ -434,15 +438,23 @@ impl Run<'_, '_> {
                 .strip_prefix("allow ")
                 .unwrap_or(&valid.log)
                 .to_string(),
+            backoff_client: match valid.kind {
+                Kind::OpaqueToken => self
+                    .gate
+                    .client
+                    .as_ref()
+                    .map(|(slot, _)| (*slot, self.gate.failures > 0)),
+                _ => None,
+            },
         };
         if let Lookup::Fresh(decided) = self.state.decisions.get(&key, self.ctx.now_ms) {
             self.metrics.increment(Metric::AuthzCacheHit);
-            return resolve(
-                self.config,
-                &pending,
-                &Resolution::Decided(decided),
-                self.metrics,
-            );
+            let effects = Effects {
+                metrics: self.metrics,
+                shared: self.shared,
+            };
+            let resolution = Resolution::Decided(decided);
+            return resolve(self.config, &pending, &resolution, self.ctx.now_ms, effects);
         }
         self.metrics.increment(Metric::AuthzCacheMiss);
         let body = enterprise.request_body(&CallInput {
@@ -714,8 +726,10 @@ pub fn resolve(
     config: &Config,
     pending: &Pending,
     resolution: &Resolution,
-    metrics: &mut dyn MetricSink,
+    now_ms: u64,
+    effects: Effects<'_>,
 ) -> Decision {
+    let metrics = effects.metrics;
     let request_id = pending.request_id.as_deref();
     let credential = &pending.credential;
     let continue_with = |add: Rc<Vec<(String, String)>>, names: &[String]| {
@@ -734,6 +748,10 @@ pub fn resolve(
     };
     match resolution {
         Resolution::Decided(Decided::Allow { add, names }) => {
+            if let (Some(backoff), Some((client, true))) = (&config.backoff, pending.backoff_client)
+            {
+                backoff.record_success(effects.shared, client);
+            }
             count_allowed(metrics, pending.kind);
             Decision {
                 step: continue_with(Rc::clone(add), names),
@@ -741,6 +759,9 @@ pub fn resolve(
             }
         }
         Resolution::Decided(Decided::Deny { reason }) => {
+            if let (Some(backoff), Some((client, _))) = (&config.backoff, pending.backoff_client) {
+                backoff.record_failure(effects.shared, client, now_ms);
+            }
             count_denied(metrics, pending.kind);
             metrics.increment(Metric::DeniedForbidden);
             respond(

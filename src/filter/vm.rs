@@ -10,7 +10,9 @@ use crate::core::authz::AuthzError;
 use crate::core::backoff::SharedStore;
 use crate::core::config::Config;
 use crate::core::decision_cache::DecisionKey;
-use crate::core::engine::{self, AuthzCall, Context, Decision, Effects, Resolution, State, Step};
+use crate::core::engine::{
+    self, AuthzCall, Context, Decision, Effects, Pending, Resolution, State, Step,
+};
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::replies;
 use crate::core::request::Request;
@@ -213,12 +215,7 @@ impl Vm {
         let token = self.dispatch_authz(&body, pending.request_id.as_deref());
         let Some(token) = token else {
             let resolution = self.fail_authz(&key, AuthzError::DispatchFailed);
-            return Some(engine::resolve(
-                &self.config,
-                &pending,
-                &resolution,
-                &mut &self.counters,
-            ));
+            return Some(self.resolve(&pending, &resolution));
         };
         let inflight = Inflight {
             token: Some(token),
@@ -257,6 +254,14 @@ impl Vm {
             ),
         }
         token
+    }
+
+    fn resolve(&self, pending: &Pending, resolution: &Resolution) -> Decision {
+        let effects = Effects {
+            metrics: &mut &self.counters,
+            shared: &mut HostShared,
+        };
+        engine::resolve(&self.config, pending, resolution, host::now_ms(), effects)
     }
 
     fn fail_authz(&self, key: &DecisionKey, error: AuthzError) -> Resolution {
@@ -317,8 +322,7 @@ impl Vm {
         call.waiters
             .iter()
             .map(|(context_id, pending)| {
-                let decision =
-                    engine::resolve(&self.config, pending, resolution, &mut &self.counters);
+                let decision = self.resolve(pending, resolution);
                 if debug {
                     host::log(LogLevel::Debug, &decision.log);
                 }

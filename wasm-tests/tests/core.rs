@@ -520,7 +520,11 @@ fn enterprise_decisions_are_asked_once_and_cached() {
         NOW_MS,
         &mut metrics,
     );
-    let decision = resolve(&config, &call.pending, &resolution, &mut metrics);
+    let effects = Effects {
+        metrics: &mut metrics,
+        shared: &mut MemoryStore::default(),
+    };
+    let decision = resolve(&config, &call.pending, &resolution, NOW_MS, effects);
     assert_eq!(added(&decision.step, "x-tenant").as_deref(), Some("acme"));
     let Step::Continue { remove, .. } = &decision.step else {
         unreachable!()
@@ -553,7 +557,11 @@ fn enterprise_failures_follow_failure_mode_and_are_not_cached() {
             NOW_MS,
             &mut metrics,
         );
-        let decision = resolve(&config, &call.pending, &resolution, &mut metrics);
+        let effects = Effects {
+            metrics: &mut metrics,
+            shared: &mut MemoryStore::default(),
+        };
+        let decision = resolve(&config, &call.pending, &resolution, NOW_MS, effects);
         match status {
             Some(status) => {
                 let (got, body) = status_and_body(&decision.step);
