@@ -32,6 +32,8 @@ pub struct EnvoyConfig {
     /// More STATIC clusters on 127.0.0.1 (name, port), e.g. an authorization service.
     pub clusters: Vec<(String, u16)>,
     pub concurrency: u32,
+    /// Add authgate's `body_hold` companion right after it (same module, `{"role":"body_hold"}`).
+    pub hold_companion: bool,
     pub wasm: PathBuf,
     pub envoy_bin: PathBuf,
     pub ready_timeout: Duration,
@@ -45,6 +47,7 @@ impl EnvoyConfig {
             idp_port: None,
             clusters: Vec::new(),
             concurrency: 1,
+            hold_companion: false,
             wasm: wasm_path(),
             envoy_bin: envoy_bin(),
             ready_timeout: Duration::from_secs(20),
@@ -67,6 +70,11 @@ impl EnvoyConfig {
         self
     }
 
+    pub fn hold_companion(mut self) -> EnvoyConfig {
+        self.hold_companion = true;
+        self
+    }
+
     pub fn concurrency(mut self, workers: u32) -> EnvoyConfig {
         self.concurrency = workers;
         self
@@ -77,8 +85,40 @@ impl EnvoyConfig {
         self
     }
 
+    /// The authgate filter with this plugin configuration (the companion shares its VM).
+    fn wasm_filter(&self, name: &str, configuration: &str) -> Value {
+        json!({
+            "name": name,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": name,
+                    "root_id": "authgate",
+                    "vm_config": {
+                        "vm_id": "authgate",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": self.wasm.display().to_string()}}
+                    },
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": configuration
+                    },
+                    "fail_open": false
+                }
+            }
+        })
+    }
+
     /// The bootstrap (JSON, which is also valid YAML).
     pub fn bootstrap(&self) -> Value {
+        let mut filters = vec![self.wasm_filter("authgate", &self.plugin_config)];
+        if self.hold_companion {
+            filters.push(self.wasm_filter("authgate-hold", r#"{"role": "body_hold"}"#));
+        }
+        filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+        }));
         let mut clusters = vec![static_cluster("upstream", self.upstream_port)];
         if let Some(port) = self.idp_port {
             clusters.push(static_cluster("idp", port));
@@ -106,32 +146,7 @@ impl EnvoyConfig {
                                 "routes": [{"match": {"prefix": "/"},
                                             "route": {"cluster": "upstream", "timeout": "15s"}}]
                             }]},
-                            "http_filters": [
-                                {
-                                    "name": "envoy.filters.http.wasm",
-                                    "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                        "config": {
-                                            "name": "authgate",
-                                            "root_id": "authgate",
-                                            "vm_config": {
-                                                "vm_id": "authgate",
-                                                "runtime": "envoy.wasm.runtime.v8",
-                                                "code": {"local": {"filename": self.wasm.display().to_string()}}
-                                            },
-                                            "configuration": {
-                                                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                                "value": self.plugin_config
-                                            },
-                                            "fail_open": false
-                                        }
-                                    }
-                                },
-                                {
-                                    "name": "envoy.filters.http.router",
-                                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
-                                }
-                            ]
+                            "http_filters": filters
                         }
                     }]}]
                 }],

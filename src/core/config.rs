@@ -245,6 +245,8 @@ pub(crate) mod raw {
         pub reauth_url: Option<String>,
         pub sandbox_status: Option<u16>,
         pub message: Option<String>,
+        pub redirect_html: Option<bool>,
+        pub hold_companion: Option<bool>,
     }
 }
 
@@ -279,6 +281,9 @@ pub struct Config {
     pub session: Session,
     /// Every configured claim header (lowercase): removed from incoming requests.
     pub claim_header_names: Vec<String>,
+    /// Every header a credential may arrive in: removed from a request handed to the
+    /// `body_hold` companion, so not even a misplaced companion lets one through.
+    pub credential_header_names: Vec<String>,
     pub api_keys: Option<ApiKeys>,
     pub opaque_tokens: OpaqueTokens,
     pub backoff: Option<Backoff>,
@@ -358,6 +363,44 @@ pub struct Session {
     pub reauth_url: Option<String>,
     pub sandbox_status: u16,
     pub message: String,
+    /// `api` routes answer a browser's HTML navigation with the `browser` redirect.
+    pub redirect_html: bool,
+    /// A `body_hold` companion filter follows authgate: LLM-shaped replies may wait for the
+    /// request body. Without it they are built at the headers, from `Accept` and defaults.
+    pub hold_companion: bool,
+}
+
+/// What a plugin instance is: the gate itself, or the companion that holds requests the gate
+/// marked (see `Session::hold_companion`).
+#[derive(Debug)]
+pub enum Plugin {
+    Gate(Box<Config>),
+    BodyHold,
+}
+
+/// The request header the gate adds to a request whose reply waits for its body; the companion
+/// holds such requests. The gate removes it from every request it passes, so no client can set it.
+pub const HOLD_HEADER: &str = "x-authgate-hold";
+
+impl Plugin {
+    /// `{"role": "body_hold"}` is the companion; anything else is the gate's configuration.
+    pub fn parse(json: &[u8]) -> Result<Plugin, ConfigError> {
+        if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(json) {
+            if let Some(role) = map.get("role") {
+                if role != "body_hold" {
+                    return Err(ConfigError::new("role", "the only role is \"body_hold\""));
+                }
+                if let Some(other) = map.keys().find(|k| *k != "role") {
+                    return Err(ConfigError::new(
+                        other.as_str(),
+                        "a body_hold companion takes no other settings",
+                    ));
+                }
+                return Ok(Plugin::BodyHold);
+            }
+        }
+        Config::parse(json).map(|config| Plugin::Gate(Box::new(config)))
+    }
 }
 
 impl Config {
@@ -462,9 +505,28 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         .collect();
     claim_header_names.sort();
     claim_header_names.dedup();
+    let mut credential_header_names: Vec<String> = ["authorization", "x-api-key"]
+        .iter()
+        .map(|h| h.to_string())
+        .chain(
+            providers
+                .iter()
+                .flat_map(|p| p.from_headers.iter().map(|h| h.name.clone())),
+        )
+        .chain(api_keys.iter().flat_map(|k| k.headers.iter().cloned()))
+        .chain(
+            providers
+                .iter()
+                .any(|p| !p.from_cookies.is_empty())
+                .then(|| "cookie".to_string()),
+        )
+        .collect();
+    credential_header_names.sort();
+    credential_header_names.dedup();
     Ok(Config {
         providers,
         rules,
+        credential_header_names,
         health_path,
         cors_bypass_preflight: raw.cors.bypass_preflight.unwrap_or(true),
         identity_prefix,
@@ -855,6 +917,8 @@ fn compile_session(raw: raw::Session) -> Result<Session, ConfigError> {
         message: raw
             .message
             .unwrap_or_else(|| DEFAULT_REAUTH_MESSAGE.to_string()),
+        redirect_html: raw.redirect_html.unwrap_or(false),
+        hold_companion: raw.hold_companion.unwrap_or(false),
     })
 }
 

@@ -1,7 +1,9 @@
 //! Finding the credentials a rule accepts on a request, in the rule's `requires_any` order.
 //! A bearer value is a JWT when it has exactly two dots; anything else is opaque: an API key
 //! when the API-key headers include `authorization`, an agent token when the rule takes
-//! `opaque_token`, and otherwise a token this route refuses.
+//! `opaque_token`, and otherwise a token this route refuses. Agent tokens may also arrive in
+//! `x-api-key`, where Anthropic-style clients put their key; when the rule also takes API keys
+//! there, a value that is no configured key is tried as an agent token next.
 
 use crate::core::api_keys::PresentedKey;
 use crate::core::config::{Config, Requirement, Rule};
@@ -102,7 +104,7 @@ pub fn find<'a>(config: &'a Config, rule: &Rule, request: &Request<'a>) -> Vec<C
                 }
             }
             Requirement::OpaqueToken => {
-                if let Some(token) = bearer(request).filter(|t| !is_jwt_shaped(t.token)) {
+                if let Some(token) = agent_token(request) {
                     push(Candidate::OpaqueToken(token));
                 }
             }
@@ -111,12 +113,24 @@ pub fn find<'a>(config: &'a Config, rule: &Rule, request: &Request<'a>) -> Vec<C
     found
 }
 
-fn bearer<'a>(request: &Request<'a>) -> Option<Found<'a>> {
-    let token = crate::core::api_keys::strip_bearer(request.header("authorization")?)?;
-    (!token.is_empty()).then_some(Found {
-        token,
-        header: Some("authorization"),
-    })
+/// An agent token: `Authorization: Bearer <token>` (OpenAI-style clients), else `x-api-key`
+/// (Anthropic-style clients send their key there). A JWT-shaped value is never one.
+fn agent_token<'a>(request: &Request<'a>) -> Option<Found<'a>> {
+    let bearer = request
+        .header("authorization")
+        .and_then(crate::core::api_keys::strip_bearer)
+        .map(|token| (token, "authorization"));
+    let api_key = request
+        .header("x-api-key")
+        .map(|token| (token.trim(), "x-api-key"));
+    [bearer, api_key]
+        .into_iter()
+        .flatten()
+        .find(|(token, _)| !token.is_empty() && !is_jwt_shaped(token))
+        .map(|(token, header)| Found {
+            token,
+            header: Some(header),
+        })
 }
 
 #[cfg(test)]

@@ -9,17 +9,19 @@ use crate::core::api_keys::ApiKeyError;
 use crate::core::authz::{Answer, AuthzError, CallInput, FailureMode};
 use crate::core::backoff::{ClientSlot, SharedStore, Standing};
 use crate::core::client_ip;
-use crate::core::config::{Config, Rule, SessionReply};
+use crate::core::config::{Config, Rule, SessionReply, HOLD_HEADER};
 use crate::core::credentials::{self, Candidate, Kind};
 use crate::core::decision_cache::{self, Decided, DecisionCache, DecisionKey, Lookup};
 use crate::core::identity::Identity;
 use crate::core::jwt::JwtError;
 use crate::core::jwt_check::{self, JwtFailure, Verdict};
 use crate::core::keystate::ProviderKeys;
+use crate::core::llm_replies::LlmReply;
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::policy::{self, PolicyDenial};
 use crate::core::replies::{self, Reply};
 use crate::core::request::Request;
+use crate::core::session::{self, Hints};
 use crate::core::token_cache::{TokenCache, TokenHash, DEFAULT_CAPACITY};
 
 /// What the shell does with the request.
@@ -36,6 +38,8 @@ pub enum Step {
     WaitForKeys { provider: usize },
     /// Pause and ask the enterprise authorization service (or join a call already asking).
     CallAuthz(Box<AuthzCall>),
+    /// Answer with an LLM-shaped session-expired reply once the request body is in.
+    SessionReply(Box<LlmReply>),
 }
 
 /// A call to the authorization service, and what the paused request needs once it is answered.
@@ -55,8 +59,8 @@ pub struct Pending {
     pub remove: Vec<String>,
     pub session_reply: SessionReply,
     pub credential_expires_at_s: Option<i64>,
-    pub request_id: Option<String>,
-    pub host: String,
+    /// Method, path, host, request id and `Accept`: for the reply shapes.
+    pub hints: Hints,
     /// The credential's fingerprint, for the log.
     pub credential: String,
     /// For an agent token: the client's backoff record and whether it holds failures. Only the
@@ -431,8 +435,7 @@ impl Run<'_, '_> {
             remove,
             session_reply: rule.session_reply,
             credential_expires_at_s: valid.identity.expires_at_s,
-            request_id: request.request_id().map(str::to_string),
-            host: request.authority().to_string(),
+            hints: Hints::from_request(request),
             credential: valid
                 .log
                 .strip_prefix("allow ")
@@ -535,15 +538,19 @@ impl Run<'_, '_> {
             }
             Failure::Jwt(JwtFailure::Invalid(JwtError::Expired)) => {
                 self.count_denial(kind);
-                self.metrics.increment(Metric::SessionExpired);
-                let reply = replies::session_expired(
+                let step = session::expired_step(
+                    self.config,
                     rule.session_reply,
-                    &self.config.session,
+                    &Hints::from_request(self.request),
                     None,
-                    host,
-                    request_id,
+                    &removals(self.config, self.request, None),
+                    self.ctx.now_s(),
+                    self.metrics,
                 );
-                respond(reply, format!("deny session_expired {credential}"))
+                Decision {
+                    step,
+                    log: format!("deny session_expired {credential}"),
+                }
             }
             Failure::OpaqueUndecidable => {
                 self.count_denial(kind);
@@ -730,7 +737,7 @@ pub fn resolve(
     effects: Effects<'_>,
 ) -> Decision {
     let metrics = effects.metrics;
-    let request_id = pending.request_id.as_deref();
+    let request_id = pending.hints.request_id.as_deref();
     let credential = &pending.credential;
     let continue_with = |add: Rc<Vec<(String, String)>>, names: &[String]| {
         let mut remove = pending.remove.clone();
@@ -771,15 +778,20 @@ pub fn resolve(
         }
         Resolution::Decided(Decided::Expired { reauth_url }) => {
             count_denied(metrics, pending.kind);
-            metrics.increment(Metric::SessionExpired);
-            let reply = replies::session_expired(
+            let now_s = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+            let step = session::expired_step(
+                config,
                 pending.session_reply,
-                &config.session,
+                &pending.hints,
                 reauth_url.as_deref(),
-                &pending.host,
-                request_id,
+                &pending.remove,
+                now_s,
+                metrics,
             );
-            respond(reply, format!("deny session_expired (authz) {credential}"))
+            Decision {
+                step,
+                log: format!("deny session_expired (authz) {credential}"),
+            }
         }
         Resolution::Failed { error, stale } => {
             let mode = config
@@ -863,6 +875,7 @@ fn removals(
             name.starts_with(config.identity_prefix.as_str())
                 || config.claim_header_names.iter().any(|h| h == name)
                 || Some(*name) == credential_header
+                || *name == HOLD_HEADER
         })
         .map(str::to_string)
         .collect();

@@ -32,10 +32,14 @@ pub enum Metric {
     AuthzCacheMiss,
     FailureModeAllowed,
     DeniedAuthzUnavailable,
+    SessionExpiredApi,
+    SessionExpiredBrowser,
+    SessionExpiredOpenAi,
+    SessionExpiredAnthropic,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 29] = [
+    pub const ALL: [Metric; 33] = [
         Metric::Allowed,
         Metric::Denied,
         Metric::DeniedMissingCredential,
@@ -65,6 +69,10 @@ impl Metric {
         Metric::AuthzCacheMiss,
         Metric::FailureModeAllowed,
         Metric::DeniedAuthzUnavailable,
+        Metric::SessionExpiredApi,
+        Metric::SessionExpiredBrowser,
+        Metric::SessionExpiredOpenAi,
+        Metric::SessionExpiredAnthropic,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +106,10 @@ impl Metric {
             Metric::AuthzCacheMiss => "authgate.authz_cache_miss",
             Metric::FailureModeAllowed => "authgate.failure_mode_allowed",
             Metric::DeniedAuthzUnavailable => "authgate.denied.authorization_unavailable",
+            Metric::SessionExpiredApi => "authgate.session_expired.api",
+            Metric::SessionExpiredBrowser => "authgate.session_expired.browser",
+            Metric::SessionExpiredOpenAi => "authgate.session_expired.openai",
+            Metric::SessionExpiredAnthropic => "authgate.session_expired.anthropic",
         }
     }
 

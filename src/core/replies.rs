@@ -32,7 +32,7 @@ fn with_header(mut reply: Reply, name: &str, value: String) -> Reply {
 
 /// Makes a value safe inside a quoted header parameter and a JSON log: no quotes, backslashes
 /// or control characters, bounded length.
-fn sanitize(text: &str) -> String {
+pub(crate) fn sanitize(text: &str) -> String {
     text.chars()
         .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
         .take(256)
@@ -145,9 +145,15 @@ pub fn not_configured() -> Reply {
     )
 }
 
+/// The text an agent shows its user: `session.message` with the URL filled in.
+pub fn session_message(session: &Session, reauth_url: Option<&str>) -> String {
+    match reauth_url {
+        Some(url) => session.message.replace("{reauth_url}", &sanitize(url)),
+        None => "Your session has expired. Sign in again, then retry.".to_string(),
+    }
+}
+
 /// The session behind a credential expired; the shape suits the route's clients.
-/// `openai` and `anthropic` shapes arrive with the session-replies work; until then they get the
-/// `api` shape, which every HTTP client understands.
 pub fn session_expired(
     kind: SessionReply,
     session: &Session,
@@ -165,10 +171,7 @@ pub fn session_expired(
         let reply = with_header(reply, "location", url.clone());
         return with_header(reply, "x-auth-reauth-url", url.clone());
     }
-    let message = match &url {
-        Some(url) => session.message.replace("{reauth_url}", url),
-        None => "Your session has expired. Sign in again, then retry.".to_string(),
-    };
+    let message = session_message(session, url.as_deref());
     let mut body = json!({"error": "session_expired", "message": message});
     if let (Some(url), Some(object)) = (&url, body.as_object_mut()) {
         object.insert("reauth_url".to_string(), Value::String(url.clone()));
@@ -218,6 +221,8 @@ mod tests {
             reauth_url: Some("https://sso.example.com/re".to_string()),
             sandbox_status: 200,
             message: "Open {reauth_url} now".to_string(),
+            redirect_html: false,
+            hold_companion: false,
         };
         let reply = session_expired(SessionReply::Api, &session, None, "h", None);
         assert_eq!(reply.status, 401);

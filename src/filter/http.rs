@@ -10,7 +10,7 @@ use crate::core::engine::Step;
 use crate::core::replies;
 use crate::filter::authz_call::Owner;
 use crate::filter::host;
-use crate::filter::vm::{apply_headers, deliver, Vm};
+use crate::filter::vm::{apply_headers, Vm};
 
 pub struct AuthHttp {
     /// None when the configuration failed to load: every request is refused.
@@ -26,17 +26,18 @@ impl Context for AuthHttp {
             return;
         };
         if let Some(deliveries) = vm.finish_authz(token, body_size) {
-            deliver(deliveries, Some(self.context_id));
+            vm.deliver(deliveries, Some(self.context_id));
         }
     }
 }
 
 impl HttpContext for AuthHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(vm) = &self.vm else {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(vm) = self.vm.clone() else {
             host::send_reply(&replies::not_configured());
             return Action::Pause;
         };
+        let vm = vm.as_ref();
         let headers = host::request_headers();
         let Some(decision) = vm.decide(&headers, true) else {
             // State busy means re-entrancy we did not expect: fail closed, visibly.
@@ -45,18 +46,27 @@ impl HttpContext for AuthHttp {
         };
         let step = match decision.step {
             Step::WaitForKeys { provider } => {
-                self.paused = true;
                 vm.add_waiter(self.context_id, provider, headers);
-                return Action::Pause;
+                return self.pause(vm, end_of_stream);
             }
             Step::CallAuthz(call) => {
                 match vm.start_authz(self.context_id, *call, Owner::Http(self.context_id)) {
                     Some(decision) => decision.step,
-                    None => {
-                        self.paused = true;
-                        return Action::Pause;
-                    }
+                    None => return self.pause(vm, end_of_stream),
                 }
+            }
+            Step::SessionReply(reply) if end_of_stream => {
+                host::send_reply(&reply.build(None));
+                return Action::Pause;
+            }
+            Step::SessionReply(reply) => {
+                // Handed on to the companion (which holds it), the body comes here next.
+                self.paused = true;
+                return if vm.reply_after_body(self.context_id, *reply, false) {
+                    Action::Continue
+                } else {
+                    Action::Pause
+                };
             }
             other => other,
         };
@@ -69,21 +79,38 @@ impl HttpContext for AuthHttp {
                 host::send_reply(&reply);
                 Action::Pause
             }
-            Step::WaitForKeys { .. } | Step::CallAuthz(_) => {
+            Step::WaitForKeys { .. } | Step::CallAuthz(_) | Step::SessionReply(_) => {
                 host::send_reply(&replies::jwks_unavailable(None));
                 Action::Pause
             }
         }
     }
 
-    /// While the request is paused its body must wait too. Envoy 1.40 already holds the body of
-    /// a stream whose headers are paused (measured: the slow-service test passes without this),
-    /// but that is the host's choice, not the ABI's; never let a body chunk resume the request.
-    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
-        match &self.vm {
-            Some(vm) if self.paused && vm.is_paused(self.context_id) => Action::Pause,
-            _ => Action::Continue,
+    /// While the request is paused its body is held (and buffered: a session reply may need it).
+    /// Envoy 1.40 already holds the body of a stream whose headers are paused (measured: the
+    /// slow-service test passes without this), but that is the host's choice, not the ABI's;
+    /// never let a body chunk resume the request.
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(vm) = self.vm.as_ref().filter(|_| self.paused) else {
+            return Action::Continue;
+        };
+        let replied = vm.body_progress(self.context_id, body_size, end_of_stream);
+        if replied || vm.is_paused(self.context_id) {
+            Action::Pause
+        } else {
+            Action::Continue
         }
+    }
+}
+
+impl AuthHttp {
+    /// Pauses the request; a request without a body has all of it already.
+    fn pause(&mut self, vm: &Vm, end_of_stream: bool) -> Action {
+        self.paused = true;
+        if end_of_stream {
+            vm.body_progress(self.context_id, 0, true);
+        }
+        Action::Pause
     }
 }
 

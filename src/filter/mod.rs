@@ -2,6 +2,8 @@
 //! (one request), and `host`, the only file that calls the host.
 
 mod authz_call;
+mod body_wait;
+mod hold;
 mod host;
 mod http;
 mod jwks_fetch;

@@ -7,11 +7,12 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
-use crate::core::config::{Config, JwksSource};
+use crate::core::config::{JwksSource, Plugin};
+use crate::filter::hold::HoldHttp;
 use crate::filter::host;
 use crate::filter::http::AuthHttp;
 use crate::filter::jwks_fetch::Fetcher;
-use crate::filter::vm::{deliver, Vm};
+use crate::filter::vm::Vm;
 
 /// Ticks notice key sets fetched by other VMs and answer waiting requests promptly.
 const TICK: Duration = Duration::from_millis(100);
@@ -20,6 +21,8 @@ const TICK: Duration = Duration::from_millis(100);
 pub struct Root {
     vm: Option<Rc<Vm>>,
     fetcher: Fetcher,
+    /// This instance is the `body_hold` companion, not the gate.
+    hold: bool,
 }
 
 impl Context for Root {
@@ -28,7 +31,7 @@ impl Context for Root {
             return;
         };
         match vm.finish_authz(token, body_size) {
-            Some(deliveries) => deliver(deliveries, None),
+            Some(deliveries) => vm.deliver(deliveries, None),
             None => self.fetcher.on_response(vm, token, body_size),
         }
     }
@@ -45,8 +48,12 @@ impl RootContext for Root {
 
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
         let bytes = host::plugin_configuration(plugin_configuration_size).unwrap_or_default();
-        let config = match Config::parse(&bytes) {
-            Ok(config) => config,
+        let config = match Plugin::parse(&bytes) {
+            Ok(Plugin::Gate(config)) => *config,
+            Ok(Plugin::BodyHold) => {
+                self.hold = true;
+                return true;
+            }
             Err(error) => {
                 host::log(
                     LogLevel::Error,
@@ -72,12 +79,15 @@ impl RootContext for Root {
         if let Some(vm) = &self.vm {
             self.fetcher.tick(vm);
             if vm.has_authz_calls() {
-                deliver(vm.sweep_authz(), None);
+                vm.deliver(vm.sweep_authz(), None);
             }
         }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if self.hold {
+            return Some(Box::new(HoldHttp));
+        }
         Some(Box::new(AuthHttp {
             vm: self.vm.clone(),
             context_id,

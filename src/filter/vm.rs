@@ -8,15 +8,17 @@ use proxy_wasm::types::LogLevel;
 
 use crate::core::authz::AuthzError;
 use crate::core::backoff::SharedStore;
-use crate::core::config::Config;
+use crate::core::config::{Config, HOLD_HEADER};
 use crate::core::decision_cache::DecisionKey;
 use crate::core::engine::{
     self, AuthzCall, Context, Decision, Effects, Pending, Resolution, State, Step,
 };
+use crate::core::llm_replies::LlmReply;
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::replies;
 use crate::core::request::Request;
 use crate::filter::authz_call::{AuthzCalls, Inflight, Owner};
+use crate::filter::body_wait::{BodyRead, BodyWait};
 use crate::filter::host;
 
 /// Slack beyond the JWKS fetch timeout before a waiting request is answered regardless:
@@ -32,6 +34,7 @@ pub struct Vm {
     pub state: RefCell<State>,
     waiters: RefCell<Vec<Waiter>>,
     authz: RefCell<AuthzCalls>,
+    bodies: RefCell<BodyWait>,
     counters: Counters,
     authz_latency_ms: Option<u32>,
 }
@@ -91,6 +94,7 @@ impl Vm {
             state: RefCell::new(state),
             waiters: RefCell::default(),
             authz: RefCell::default(),
+            bodies: RefCell::default(),
             counters: Counters::define(),
             authz_latency_ms: host::define_histogram("authgate.authz_latency_ms"),
         }
@@ -194,7 +198,8 @@ impl Vm {
                 _ => decision,
             };
             if host::set_effective_context(waiter.context_id) {
-                execute_resumed(&decision.step, &waiter.headers);
+                let request_id = Request::new(&waiter.headers).request_id();
+                self.execute_paused(waiter.context_id, decision.step, request_id);
             }
         }
     }
@@ -212,7 +217,7 @@ impl Vm {
         }
         let now_ms = host::now_ms();
         let timeout_ms = self.config.enterprise.as_ref().map_or(0, |e| e.timeout_ms);
-        let token = self.dispatch_authz(&body, pending.request_id.as_deref());
+        let token = self.dispatch_authz(&body, pending.hints.request_id.as_deref());
         let Some(token) = token else {
             let resolution = self.fail_authz(&key, AuthzError::DispatchFailed);
             return Some(self.resolve(&pending, &resolution));
@@ -223,7 +228,7 @@ impl Vm {
             started_ms: now_ms,
             deadline_ms: now_ms + timeout_ms + AUTHZ_SLACK_MS,
             body,
-            request_id: pending.request_id.clone(),
+            request_id: pending.hints.request_id.clone(),
             leader: pending.clone(),
             waiters: vec![(context_id, pending)],
         };
@@ -366,7 +371,7 @@ impl Vm {
         self.authz.try_borrow().is_ok_and(|c| !c.is_empty())
     }
 
-    /// Whether the request is paused (for keys or an authorization answer).
+    /// Whether the request is paused (for keys, an authorization answer, or its body).
     pub fn is_paused(&self, context_id: u32) -> bool {
         self.waiters
             .try_borrow()
@@ -375,6 +380,10 @@ impl Vm {
                 .authz
                 .try_borrow()
                 .is_ok_and(|c| c.is_waiting(context_id))
+            || self
+                .bodies
+                .try_borrow()
+                .is_ok_and(|b| b.is_waiting(context_id))
     }
 
     /// A request went away: forget it wherever it waits.
@@ -383,36 +392,108 @@ impl Vm {
         if let Ok(mut calls) = self.authz.try_borrow_mut() {
             calls.forget(context_id);
         }
+        if let Ok(mut bodies) = self.bodies.try_borrow_mut() {
+            bodies.forget(context_id);
+        }
+    }
+
+    /// Body progress of a paused request (its own callback): sends a reply that waited for it,
+    /// and says whether it did.
+    pub fn body_progress(&self, context_id: u32, size: usize, complete: bool) -> bool {
+        let ready = match self.bodies.try_borrow_mut() {
+            Ok(mut bodies) => bodies.progress(context_id, size, complete),
+            Err(_) => None,
+        };
+        match ready {
+            Some((reply, read)) => {
+                send_llm_reply(&reply, read);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A session reply that reads the body: sent now if the body is in. Else, with a companion,
+    /// the request is marked and handed on to it (`resume`: the request is paused here) and the
+    /// reply goes when the body is in; without one, it goes now, built without the body.
+    /// Returns whether the request was handed on.
+    pub fn reply_after_body(&self, context_id: u32, reply: LlmReply, resume: bool) -> bool {
+        let remove = reply.remove.clone();
+        let ready = match self.bodies.try_borrow_mut() {
+            Ok(mut bodies) => bodies.offer(context_id, reply),
+            Err(_) => return false,
+        };
+        if let Some((reply, read)) = ready {
+            send_llm_reply(&reply, read);
+            return false;
+        }
+        if self.config.session.hold_companion {
+            apply_headers(&remove, &[(HOLD_HEADER.to_string(), "1".to_string())]);
+            if resume {
+                host::resume_request();
+            }
+            return true;
+        }
+        let due = self
+            .bodies
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut bodies| bodies.take(context_id));
+        if let Some(reply) = due {
+            send_llm_reply(&reply, BodyRead::Skip);
+        }
+        false
+    }
+
+    /// Carries out decisions for paused requests: `current` is the context whose callback this
+    /// is; the others are switched to first.
+    pub fn deliver(&self, deliveries: Deliveries, current: Option<u32>) {
+        for (context_id, decision) in deliveries {
+            if Some(context_id) == current || host::set_effective_context(context_id) {
+                let request_id = decision_request_id(&decision);
+                self.execute_paused(context_id, decision.step, request_id.as_deref());
+            }
+        }
+        if let Some(id) = current {
+            host::set_effective_context(id);
+        }
+    }
+
+    /// Carries out a step for a paused request; the effective context is already that request.
+    fn execute_paused(&self, context_id: u32, step: Step, request_id: Option<&str>) {
+        match step {
+            Step::Continue { remove, add } => {
+                apply_headers(&remove, &add);
+                host::resume_request();
+            }
+            Step::Respond(reply) => host::send_reply(&reply),
+            Step::SessionReply(reply) => {
+                self.reply_after_body(context_id, *reply, true);
+            }
+            // A request that waited once is answered, never paused again; an authorization call
+            // is started before a resumed request gets here.
+            Step::WaitForKeys { .. } | Step::CallAuthz(_) => {
+                host::send_reply(&replies::jwks_unavailable(request_id));
+            }
+        }
     }
 }
 
-/// Carries out decisions for paused requests: `current` is the context whose callback this is.
-pub fn deliver(deliveries: Deliveries, current: Option<u32>) {
-    for (context_id, decision) in deliveries {
-        if Some(context_id) == current || host::set_effective_context(context_id) {
-            execute_resumed(&decision.step, &[]);
-        }
-    }
-    if let Some(id) = current {
-        host::set_effective_context(id);
+/// The request id a decision carries, for the rare reply built here.
+fn decision_request_id(decision: &Decision) -> Option<String> {
+    match &decision.step {
+        Step::CallAuthz(call) => call.pending.hints.request_id.clone(),
+        Step::SessionReply(reply) => reply.request_id.clone(),
+        _ => None,
     }
 }
 
-/// Carries out a step for a request that is paused (resumed from the root context).
-fn execute_resumed(step: &Step, headers: &[(String, String)]) {
-    match step {
-        Step::Continue { remove, add } => {
-            apply_headers(remove, add);
-            host::resume_request();
-        }
-        Step::Respond(reply) => host::send_reply(reply),
-        // A request that waited once is answered, never paused again; an authorization call
-        // is started before a resumed request gets here.
-        Step::WaitForKeys { .. } | Step::CallAuthz(_) => {
-            let request_id = Request::new(headers).request_id();
-            host::send_reply(&replies::jwks_unavailable(request_id));
-        }
-    }
+fn send_llm_reply(reply: &LlmReply, read: BodyRead) {
+    let body = match read {
+        BodyRead::Read(size) => host::request_body(size),
+        BodyRead::Skip => None,
+    };
+    host::send_reply(&reply.build(body.as_deref()));
 }
 
 pub fn apply_headers(remove: &[String], add: &[(String, String)]) {

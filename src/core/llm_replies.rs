@@ -1,0 +1,454 @@
+//! Session-expired replies shaped as an LLM's answer, so a coding agent shows its user the
+//! re-auth message instead of failing on a 401: OpenAI chat completions, completions and
+//! responses, and Anthropic messages, each streaming (SSE) or not, as the request asked.
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::core::replies::Reply;
+
+/// Bodies up to this size are read for `model` and `stream`; past it the reply is built from
+/// `Accept` and defaults (an agent's prompt can be large; the reply must not wait or buffer for it).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The model named when the request's body could not be read.
+pub const DEFAULT_MODEL: &str = "authgate";
+const MAX_MODEL_LEN: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    OpenAiChat,
+    OpenAiCompletions,
+    OpenAiResponses,
+    AnthropicMessages,
+}
+
+/// Everything the reply needs except the request body, which may still be arriving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmReply {
+    pub shape: Shape,
+    pub status: u16,
+    pub text: String,
+    pub reauth_url: Option<String>,
+    pub request_id: Option<String>,
+    /// The request's `Accept` asked for `text/event-stream`: the answer when the body is unread.
+    pub stream_hint: bool,
+    pub now_s: i64,
+    /// Headers to remove when the request is handed to the `body_hold` companion to wait for
+    /// its body (credentials and identity: nothing of them may travel further).
+    pub remove: Vec<String>,
+}
+
+/// What the request body says about the answer it wants.
+struct Asked {
+    model: String,
+    stream: bool,
+    include_usage: bool,
+}
+
+impl LlmReply {
+    /// The reply for this request. `body` is None when it was too large to read; a body that is
+    /// not JSON (or not an object) is read as asking for nothing in particular.
+    pub fn build(&self, body: Option<&[u8]>) -> Reply {
+        let parsed: Option<Value> = body.and_then(|b| serde_json::from_slice(b).ok());
+        let asked = Asked {
+            model: parsed
+                .as_ref()
+                .and_then(|v| v.get("model"))
+                .and_then(Value::as_str)
+                .map(clean_model)
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| DEFAULT_MODEL.to_string()),
+            stream: match parsed.as_ref().and_then(|v| v.get("stream")) {
+                Some(value) => value.as_bool() == Some(true),
+                None => body.is_none() && self.stream_hint,
+            },
+            include_usage: parsed
+                .as_ref()
+                .and_then(|v| v.pointer("/stream_options/include_usage"))
+                .and_then(Value::as_bool)
+                == Some(true),
+        };
+        let id = self.id_suffix();
+        let body = match (self.shape, asked.stream) {
+            (Shape::OpenAiChat, false) => self.chat(&asked, &id).to_string(),
+            (Shape::OpenAiChat, true) => self.chat_stream(&asked, &id),
+            (Shape::OpenAiCompletions, false) => self.completion(&asked, &id).to_string(),
+            (Shape::OpenAiCompletions, true) => self.completion_stream(&asked, &id),
+            (Shape::OpenAiResponses, false) => self.response(&asked, &id, "completed").to_string(),
+            (Shape::OpenAiResponses, true) => self.response_stream(&asked, &id),
+            (Shape::AnthropicMessages, false) => self.message(&asked, &id).to_string(),
+            (Shape::AnthropicMessages, true) => self.message_stream(&asked, &id),
+        };
+        let content_type = if asked.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let mut headers = vec![("content-type".to_string(), content_type.to_string())];
+        if asked.stream {
+            headers.push(("cache-control".to_string(), "no-cache".to_string()));
+        }
+        if let Some(url) = &self.reauth_url {
+            headers.push(("x-auth-reauth-url".to_string(), url.clone()));
+        }
+        if let Some(id) = &self.request_id {
+            headers.push(("x-request-id".to_string(), id.chars().take(256).collect()));
+        }
+        Reply {
+            status: self.status,
+            headers,
+            body,
+        }
+    }
+
+    /// A stable id per request: no randomness needed, and a retry gets a new one.
+    fn id_suffix(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.request_id.as_deref().unwrap_or("").as_bytes());
+        hasher.update(self.now_s.to_le_bytes());
+        hasher.update(self.text.as_bytes());
+        hex::encode(&hasher.finalize()[..12])
+    }
+
+    fn chat(&self, asked: &Asked, id: &str) -> Value {
+        json!({
+            "id": format!("chatcmpl-authgate-{id}"),
+            "object": "chat.completion",
+            "created": self.now_s,
+            "model": asked.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": self.text, "refusal": null},
+                "logprobs": null,
+                "finish_reason": "stop"
+            }],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        })
+    }
+
+    fn chat_stream(&self, asked: &Asked, id: &str) -> String {
+        let chunk = |delta: Value, finish: Value| {
+            json!({
+                "id": format!("chatcmpl-authgate-{id}"),
+                "object": "chat.completion.chunk",
+                "created": self.now_s,
+                "model": asked.model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+            })
+        };
+        let mut events = vec![
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            chunk(json!({"content": self.text}), Value::Null),
+            chunk(json!({}), json!("stop")),
+        ];
+        if asked.include_usage {
+            events.push(json!({
+                "id": format!("chatcmpl-authgate-{id}"),
+                "object": "chat.completion.chunk",
+                "created": self.now_s,
+                "model": asked.model,
+                "choices": [],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+            }));
+        }
+        openai_sse(&events)
+    }
+
+    fn completion(&self, asked: &Asked, id: &str) -> Value {
+        json!({
+            "id": format!("cmpl-authgate-{id}"),
+            "object": "text_completion",
+            "created": self.now_s,
+            "model": asked.model,
+            "choices": [{"text": self.text, "index": 0, "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        })
+    }
+
+    fn completion_stream(&self, asked: &Asked, id: &str) -> String {
+        let chunk = |text: &str, finish: Value| {
+            json!({
+                "id": format!("cmpl-authgate-{id}"),
+                "object": "text_completion",
+                "created": self.now_s,
+                "model": asked.model,
+                "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]
+            })
+        };
+        openai_sse(&[chunk(&self.text, Value::Null), chunk("", json!("stop"))])
+    }
+
+    fn response(&self, asked: &Asked, id: &str, status: &str) -> Value {
+        let output = if status == "completed" {
+            json!([self.response_message(id, "completed")])
+        } else {
+            json!([])
+        };
+        json!({
+            "id": format!("resp_authgate_{id}"),
+            "object": "response",
+            "created_at": self.now_s,
+            "status": status,
+            "model": asked.model,
+            "output": output,
+            "parallel_tool_calls": false,
+            "tool_choice": "auto",
+            "tools": [],
+            "error": null,
+            "incomplete_details": null,
+            "instructions": null,
+            "metadata": {},
+            "temperature": null,
+            "top_p": null,
+            "usage": {
+                "input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0}
+            }
+        })
+    }
+
+    fn response_message(&self, id: &str, status: &str) -> Value {
+        let content = if status == "completed" {
+            json!([{"type": "output_text", "text": self.text, "annotations": []}])
+        } else {
+            json!([])
+        };
+        json!({"type": "message", "id": format!("msg_authgate_{id}"), "status": status,
+               "role": "assistant", "content": content})
+    }
+
+    fn response_stream(&self, asked: &Asked, id: &str) -> String {
+        let item_id = format!("msg_authgate_{id}");
+        let part = json!({"type": "output_text", "text": self.text, "annotations": []});
+        let empty_part = json!({"type": "output_text", "text": "", "annotations": []});
+        let events = [
+            (
+                "response.created",
+                json!({"response": self.response(asked, id, "in_progress")}),
+            ),
+            (
+                "response.in_progress",
+                json!({"response": self.response(asked, id, "in_progress")}),
+            ),
+            (
+                "response.output_item.added",
+                json!({"output_index": 0, "item": self.response_message(id, "in_progress")}),
+            ),
+            (
+                "response.content_part.added",
+                json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": empty_part}),
+            ),
+            (
+                "response.output_text.delta",
+                json!({"item_id": item_id, "output_index": 0, "content_index": 0,
+                    "delta": self.text, "logprobs": []}),
+            ),
+            (
+                "response.output_text.done",
+                json!({"item_id": item_id, "output_index": 0, "content_index": 0,
+                    "text": self.text, "logprobs": []}),
+            ),
+            (
+                "response.content_part.done",
+                json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": part}),
+            ),
+            (
+                "response.output_item.done",
+                json!({"output_index": 0, "item": self.response_message(id, "completed")}),
+            ),
+            (
+                "response.completed",
+                json!({"response": self.response(asked, id, "completed")}),
+            ),
+        ];
+        let mut out = String::new();
+        for (sequence, (kind, mut data)) in events.into_iter().enumerate() {
+            if let Some(object) = data.as_object_mut() {
+                object.insert("type".to_string(), json!(kind));
+                object.insert("sequence_number".to_string(), json!(sequence));
+            }
+            push_event(&mut out, Some(kind), &data);
+        }
+        out
+    }
+
+    fn message(&self, asked: &Asked, id: &str) -> Value {
+        json!({
+            "id": format!("msg_authgate_{id}"),
+            "type": "message",
+            "role": "assistant",
+            "model": asked.model,
+            "content": [{"type": "text", "text": self.text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0}
+        })
+    }
+
+    fn message_stream(&self, asked: &Asked, id: &str) -> String {
+        let start = json!({
+            "id": format!("msg_authgate_{id}"),
+            "type": "message",
+            "role": "assistant",
+            "model": asked.model,
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0}
+        });
+        let events = [
+            (
+                "message_start",
+                json!({"type": "message_start", "message": start}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                                           "content_block": {"type": "text", "text": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                                           "delta": {"type": "text_delta", "text": self.text}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                "message_delta",
+                json!({"type": "message_delta",
+                                     "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                                     "usage": {"output_tokens": 0}}),
+            ),
+            ("message_stop", json!({"type": "message_stop"})),
+        ];
+        let mut out = String::new();
+        for (kind, data) in events {
+            push_event(&mut out, Some(kind), &data);
+        }
+        out
+    }
+}
+
+/// OpenAI's chat and completions streams: data-only events ending with `data: [DONE]`.
+fn openai_sse(events: &[Value]) -> String {
+    let mut out = String::new();
+    for event in events {
+        push_event(&mut out, None, event);
+    }
+    out.push_str("data: [DONE]\n\n");
+    out
+}
+
+fn push_event(out: &mut String, kind: Option<&str>, data: &Value) {
+    if let Some(kind) = kind {
+        out.push_str("event: ");
+        out.push_str(kind);
+        out.push('\n');
+    }
+    // serde_json never emits a raw newline inside a value, so one `data:` line holds it.
+    out.push_str("data: ");
+    out.push_str(&data.to_string());
+    out.push_str("\n\n");
+}
+
+/// The model name is echoed back: printable, bounded.
+fn clean_model(model: &str) -> String {
+    model
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_MODEL_LEN)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(shape: Shape) -> LlmReply {
+        LlmReply {
+            shape,
+            status: 200,
+            text: "Open https://sso.example.com/re?c=1 to sign in again.".to_string(),
+            reauth_url: Some("https://sso.example.com/re?c=1".to_string()),
+            request_id: Some("rid".to_string()),
+            stream_hint: false,
+            now_s: 1_900_000_000,
+            remove: Vec::new(),
+        }
+    }
+
+    fn data_lines(body: &str) -> Vec<Value> {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn chat_completion_echoes_the_model_and_streams_when_asked() {
+        let r = reply(Shape::OpenAiChat);
+        let plain = r.build(Some(br#"{"model": "gpt-5", "messages": []}"#));
+        let body: Value = serde_json::from_str(&plain.body).unwrap();
+        assert_eq!(body["model"], "gpt-5");
+        assert_eq!(body["choices"][0]["message"]["content"], r.text);
+        let stream = r.build(Some(br#"{"model": "gpt-5", "stream": true}"#));
+        assert!(stream.body.ends_with("data: [DONE]\n\n"));
+        let text: String = data_lines(&stream.body)
+            .iter()
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        assert_eq!(text, r.text);
+        assert!(stream
+            .headers
+            .contains(&("content-type".into(), "text/event-stream".into())));
+    }
+
+    #[test]
+    fn unreadable_bodies_fall_back_to_defaults_and_the_accept_hint() {
+        let mut r = reply(Shape::AnthropicMessages);
+        let body: Value = serde_json::from_str(&r.build(Some(b"{not json")).body).unwrap();
+        assert_eq!(body["model"], DEFAULT_MODEL);
+        assert_eq!(body["content"][0]["text"], r.text);
+        r.stream_hint = true;
+        let too_big = r.build(None);
+        let kinds: Vec<&str> = too_big
+            .body
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        // A readable body that does not ask to stream wins over the hint.
+        assert!(r.build(Some(b"{}")).body.starts_with('{'));
+    }
+
+    #[test]
+    fn hostile_model_names_stay_inside_the_json() {
+        let r = reply(Shape::OpenAiResponses);
+        let out = r.build(Some(
+            "{\"model\": \"m\\n\\ndata: [DONE]\", \"stream\": true}".as_bytes(),
+        ));
+        for event in data_lines(&out.body) {
+            assert!(event.get("type").is_some());
+        }
+        assert_eq!(out.body.matches("\n\n").count(), 9);
+    }
+}
