@@ -1,10 +1,13 @@
 //! The JWS algorithms authgate verifies, and signature checks through jwt-compact.
 
-use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
-use jwt_compact::{AlgorithmExt, Claims, Token, UntrustedToken, ValidationError};
+use std::borrow::Cow;
+
+use jwt_compact::alg::{Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
+use jwt_compact::{Algorithm, AlgorithmExt, Claims, Token, UntrustedToken, ValidationError};
 use serde::de::DeserializeOwned;
 
 use crate::core::jwks::{Key, KeyMaterial};
+use crate::core::rsa_verify::FastRsa;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alg {
@@ -73,6 +76,36 @@ impl Alg {
     }
 }
 
+/// Verification only: authgate never signs, so its own algorithms hold no signing key.
+pub enum NoSigningKey {}
+
+/// EdDSA with strict verification (canonical signatures, no small-order keys), unlike the
+/// permissive `verify` jwt-compact's Ed25519 uses: a gateway should accept one encoding only.
+pub struct StrictEd25519;
+
+impl Algorithm for StrictEd25519 {
+    type SigningKey = NoSigningKey;
+    type VerifyingKey = ed25519_dalek::VerifyingKey;
+    type Signature = ed25519_dalek::Signature;
+
+    fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed("EdDSA")
+    }
+
+    fn sign(&self, signing_key: &NoSigningKey, _message: &[u8]) -> Self::Signature {
+        match *signing_key {}
+    }
+
+    fn verify_signature(
+        &self,
+        signature: &Self::Signature,
+        key: &Self::VerifyingKey,
+        message: &[u8],
+    ) -> bool {
+        key.verify_strict(message, signature).is_ok()
+    }
+}
+
 /// Checks the token's signature with `key` under `alg` and returns its claims.
 /// The caller has already checked that `key` allows `alg`.
 pub fn verify<T: DeserializeOwned, H: Clone>(
@@ -82,7 +115,15 @@ pub fn verify<T: DeserializeOwned, H: Clone>(
 ) -> Result<Claims<T>, ValidationError> {
     let claims = |token: Token<T, H>| token.into_parts().1;
     match (&key.material, alg) {
-        (KeyMaterial::Rsa(public), _) => {
+        (KeyMaterial::Rsa(key), _) if key.fast.is_some() => match &key.fast {
+            Some(fast) if Alg::RSA_FAMILY.contains(&alg) => FastRsa(alg)
+                .validator::<T>(fast)
+                .validate(token)
+                .map(claims),
+            _ => Err(ValidationError::InvalidSignature),
+        },
+        (KeyMaterial::Rsa(key), _) => {
+            let public = &key.public;
             let rsa = match alg {
                 Alg::Rs256 => Rsa::rs256(),
                 Alg::Rs384 => Rsa::rs384(),
@@ -97,9 +138,10 @@ pub fn verify<T: DeserializeOwned, H: Clone>(
         (KeyMaterial::P256(public), Alg::Es256) => {
             Es256.validator::<T>(public).validate(token).map(claims)
         }
-        (KeyMaterial::Ed25519(public), Alg::EdDsa) => {
-            Ed25519.validator::<T>(public).validate(token).map(claims)
-        }
+        (KeyMaterial::Ed25519(public), Alg::EdDsa) => StrictEd25519
+            .validator::<T>(public)
+            .validate(token)
+            .map(claims),
         (KeyMaterial::Hmac(secret), Alg::Hs256) => Hs256
             .validator::<T>(&Hs256Key::new(secret))
             .validate(token)

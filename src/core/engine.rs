@@ -107,11 +107,14 @@ impl State {
     }
 }
 
-/// Time and whether the request may still pause for keys (false once it has waited).
+/// Time, whether the request may still pause for keys (false once it has waited), and whether
+/// the decision's log line will be written (it is not built otherwise: the hot path allocates
+/// no text nobody reads).
 #[derive(Debug, Clone, Copy)]
 pub struct Context {
     pub now_ms: u64,
     pub may_wait: bool,
+    pub log: bool,
 }
 
 impl Context {
@@ -286,8 +289,17 @@ impl Run<'_, '_> {
         }
     }
 
+    /// The log line, built only when it will be written.
+    fn note(&self, line: impl FnOnce() -> String) -> String {
+        if self.ctx.log {
+            line()
+        } else {
+            String::new()
+        }
+    }
+
     fn check(&mut self, candidate: &Candidate<'_>, hash: TokenHash) -> Outcome {
-        let fp = fingerprint(&hash);
+        let fp = self.note(|| fingerprint(&hash));
         if let Candidate::Jwt { provider, .. } = candidate {
             if let Some(cached) = jwt_check::cached(self.state, *provider, &hash, self.ctx.now_s())
             {
@@ -322,7 +334,7 @@ impl Run<'_, '_> {
                     Ok(key) => Outcome::Valid {
                         identity: Rc::clone(&key.identity),
                         strip_header: (!keys.forward).then(|| presented.header.to_string()),
-                        log: format!("allow api_key id={} key={fp}", key.id),
+                        log: self.note(|| format!("allow api_key id={} key={fp}", key.id)),
                     },
                     Err(error) => Outcome::Invalid(Failure::ApiKey(error)),
                 }
@@ -330,7 +342,7 @@ impl Run<'_, '_> {
             Candidate::OpaqueToken(found) if self.config.enterprise.is_some() => Outcome::Valid {
                 identity: Rc::new(Identity::opaque(&self.config.identity_prefix)),
                 strip_header: found.header.map(str::to_string),
-                log: format!("agent token={fp}"),
+                log: self.note(|| format!("agent token={fp}")),
             },
             Candidate::OpaqueToken(_) => Outcome::Invalid(Failure::OpaqueUndecidable),
             Candidate::RefusedOpaque(_) => Outcome::Invalid(Failure::RefusedOpaque),
@@ -358,7 +370,7 @@ impl Run<'_, '_> {
                 Outcome::Valid {
                     identity,
                     strip_header,
-                    log: format!("allow jwt provider={} token={fp}", provider.name),
+                    log: self.note(|| format!("allow jwt provider={} token={fp}", provider.name)),
                 }
             }
             Ok(Verdict::WaitForKeys(why)) => Outcome::Wait(Decision {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::core::alg::Alg;
+use crate::core::rsa_verify::RsaVerifyingKey;
 
 /// More keys than any real IdP publishes; bounds work per token without a `kid`.
 const MAX_KEYS: usize = 64;
@@ -37,9 +38,9 @@ pub struct Key {
 
 #[derive(Clone)]
 pub enum KeyMaterial {
-    Rsa(RsaPublicKey),
+    Rsa(Box<RsaKey>),
     P256(p256::ecdsa::VerifyingKey),
-    Ed25519(ed25519_compact::PublicKey),
+    Ed25519(ed25519_dalek::VerifyingKey),
     Hmac(Vec<u8>),
 }
 
@@ -53,6 +54,13 @@ impl fmt::Debug for KeyMaterial {
             KeyMaterial::Hmac(_) => "Hmac",
         })
     }
+}
+
+/// An RSA public key, with its precomputed fast verifier when the exponent allows one.
+#[derive(Clone)]
+pub struct RsaKey {
+    pub public: RsaPublicKey,
+    pub fast: Option<RsaVerifyingKey>,
 }
 
 impl Key {
@@ -165,16 +173,20 @@ fn parse_key(value: Value) -> Result<Key, String> {
 }
 
 fn rsa_key(jwk: &RawJwk) -> Result<KeyMaterial, String> {
-    let n = BigUint::from_bytes_be(&decode(jwk.n.as_deref(), "n")?);
-    let e = BigUint::from_bytes_be(&decode(jwk.e.as_deref(), "e")?);
+    let n_bytes = decode(jwk.n.as_deref(), "n")?;
+    let e_bytes = decode(jwk.e.as_deref(), "e")?;
+    let fast = RsaVerifyingKey::new(&n_bytes, &e_bytes);
+    let n = BigUint::from_bytes_be(&n_bytes);
+    let e = BigUint::from_bytes_be(&e_bytes);
     let bits = n.bits();
     if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
         return Err(format!(
             "RSA modulus of {bits} bits is outside {MIN_RSA_BITS}..={MAX_RSA_BITS}"
         ));
     }
+    // The `rsa` crate validates the key; verification then takes the fast path when it can.
     RsaPublicKey::new_with_max_size(n, e, MAX_RSA_BITS)
-        .map(KeyMaterial::Rsa)
+        .map(|public| KeyMaterial::Rsa(Box::new(RsaKey { public, fast })))
         .map_err(|e| format!("invalid RSA key: {e}"))
 }
 
@@ -195,9 +207,12 @@ fn p256_key(jwk: &RawJwk) -> Result<KeyMaterial, String> {
 
 fn ed25519_key(jwk: &RawJwk) -> Result<KeyMaterial, String> {
     let x = decode(jwk.x.as_deref(), "x")?;
-    ed25519_compact::PublicKey::from_slice(&x)
+    let bytes: [u8; 32] = x
+        .try_into()
+        .map_err(|_| "Ed25519 key must be 32 bytes".to_string())?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
         .map(KeyMaterial::Ed25519)
-        .map_err(|_| "Ed25519 key must be 32 bytes".to_string())
+        .map_err(|_| "Ed25519 key is not a valid curve point".to_string())
 }
 
 fn decode(field: Option<&str>, name: &str) -> Result<Vec<u8>, String> {

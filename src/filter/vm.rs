@@ -1,7 +1,7 @@
 //! State shared by the root context and the HTTP contexts of one VM (one Envoy thread):
 //! the compiled configuration, keys and caches, counters, and requests waiting for keys.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use proxy_wasm::types::LogLevel;
@@ -25,6 +25,8 @@ use crate::filter::host;
 /// covers a fetch started by another VM and the tick that notices it.
 const WAIT_SLACK_MS: u64 = 1_000;
 
+const DEBUG_LEVEL_REFRESH_MS: u64 = 1_000;
+
 /// Slack beyond an authorization call's timeout before its waiters are answered regardless
 /// (Envoy answers a timed-out call itself; this only covers a call that vanished).
 const AUTHZ_SLACK_MS: u64 = 1_000;
@@ -35,6 +37,8 @@ pub struct Vm {
     waiters: RefCell<Vec<Waiter>>,
     authz: RefCell<AuthzCalls>,
     bodies: RefCell<BodyWait>,
+    /// Debug logging on, and when that was last asked.
+    debug: Cell<(bool, u64)>,
     counters: Counters,
     authz_latency_ms: Option<u32>,
 }
@@ -95,6 +99,7 @@ impl Vm {
             waiters: RefCell::default(),
             authz: RefCell::default(),
             bodies: RefCell::default(),
+            debug: Cell::new((false, 0)),
             counters: Counters::define(),
             authz_latency_ms: host::define_histogram("authgate.authz_latency_ms"),
         }
@@ -107,9 +112,12 @@ impl Vm {
     /// Decides for a request. Never holds a borrow across a host call that acts on a stream.
     pub fn decide(&self, headers: &[(String, String)], may_wait: bool) -> Option<Decision> {
         let mut state = self.state.try_borrow_mut().ok()?;
+        let now_ms = host::now_ms();
+        let log = self.debug_enabled(now_ms);
         let ctx = Context {
-            now_ms: host::now_ms(),
+            now_ms,
             may_wait,
+            log,
         };
         let source_address = if self.config.needs_client_ip() {
             host::source_address()
@@ -122,10 +130,22 @@ impl Vm {
             shared: &mut HostShared,
         };
         let decision = engine::decide(&self.config, &mut state, &request, ctx, effects);
-        if host::debug_enabled() {
+        if log {
             host::log(LogLevel::Debug, &decision.log);
         }
         Some(decision)
+    }
+
+    /// Whether debug logging is on, asked of the host at most once a second (the level rarely
+    /// changes; asking costs a host call per request).
+    fn debug_enabled(&self, now_ms: u64) -> bool {
+        let (enabled, checked_ms) = self.debug.get();
+        if now_ms.saturating_sub(checked_ms) < DEBUG_LEVEL_REFRESH_MS && checked_ms != 0 {
+            return enabled;
+        }
+        let enabled = host::debug_enabled();
+        self.debug.set((enabled, now_ms));
+        enabled
     }
 
     pub fn add_waiter(&self, context_id: u32, provider: usize, headers: Vec<(String, String)>) {

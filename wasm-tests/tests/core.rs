@@ -63,6 +63,7 @@ fn run_at(
     let ctx = Context {
         now_ms,
         may_wait: true,
+        log: true,
     };
     let request = Request::new(headers).with_source_address(Some("192.0.2.10:40000"));
     let effects = Effects {
