@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
 export ENVOY_BIN := $(CURDIR)/$(ENVOY)
 export AUTHGATE_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: setup build test test-core test-wasm test-integration validate run lint clean
+.PHONY: setup build test test-core test-wasm test-integration validate run lint clean doctor
 
 setup: $(ENVOY) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION)
 	@rustup target list --installed | grep -q wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -46,8 +46,12 @@ validate: setup
 	  $(ENVOY) --mode validate -c $$config --log-level error >/dev/null || exit 1; \
 	  echo "envoy --mode validate $$config: OK"; done
 
-test-integration: build
+test-integration: build doctor
 	cargo test -p authgate-integration -- --test-threads 2
+
+# The native doctor CLI (validate, explain, probe-authz, hash-key) at target/debug/authgate-doctor.
+doctor:
+	cargo build -p authgate --features doctor --bin authgate-doctor
 
 # The local gateway on 127.0.0.1:8080 with the demo IdP and upstream and the reference
 # authorization service (SQLite in .run/); Ctrl-C stops everything.
@@ -63,6 +67,7 @@ lint: setup
 	cargo fmt --all -- --check
 	cargo clippy -p authgate --target wasm32-wasip1 --all-targets -- -D warnings
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p authgate --features doctor --all-targets -- -D warnings
 
 clean:
 	cargo clean

@@ -119,6 +119,14 @@ impl ApiKeys {
         })
     }
 
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// The first configured header carrying a non-empty key.
     pub fn find<'a>(&'a self, request: &Request<'a>) -> Option<PresentedKey<'a>> {
         self.headers.iter().find_map(|header| {

@@ -895,6 +895,14 @@ fn removals(
     remove
 }
 
+/// The index of the rule that decides this request (first match), if any.
+pub fn matching_rule(config: &Config, request: &Request<'_>) -> Option<usize> {
+    config
+        .rules
+        .iter()
+        .position(|rule| rule_matches(rule, request))
+}
+
 fn is_preflight(request: &Request<'_>) -> bool {
     request.method() == "OPTIONS"
         && request.header("origin").is_some()

@@ -276,7 +276,10 @@ mod tests {
                 let alg = Alg::RSA_FAMILY[round % 6];
                 let message: Vec<u8> = (0..round * 7).map(|i| (i * 31 + bits) as u8).collect();
                 let signature = sign(alg, &private, &message);
-                assert!(verify(alg, &key, &signature, &message), "{alg:?} {bits} {round}");
+                assert!(
+                    verify(alg, &key, &signature, &message),
+                    "{alg:?} {bits} {round}"
+                );
                 let mut tampered = message.clone();
                 tampered.push(b'.');
                 assert!(!verify(alg, &key, &signature, &tampered));

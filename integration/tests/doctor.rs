@@ -1,0 +1,280 @@
+//! The `authgate-doctor` CLI (built with `--features doctor`): validate, explain, probe-authz,
+//! hash-key — exit codes, messages that name the failing check, and no secret in its output.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use authgate_integration::authz_service::AuthzService;
+use authgate_integration::authz_stub::{AuthzMode, AuthzStub};
+use authgate_integration::expect::Checks;
+use authgate_integration::plugin::{corp_claims, corp_config, local_provider, remote_provider};
+use authgate_integration::{jwks, now, repo_root, FixtureKey, TokenBuilder};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// `$AUTHGATE_DOCTOR`, else `<repo>/target/debug/authgate-doctor` (`make test` builds it).
+fn doctor_bin() -> PathBuf {
+    std::env::var_os("AUTHGATE_DOCTOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/authgate-doctor"))
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+}
+
+fn doctor(args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new(doctor_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} ({e}): build it with `cargo build -p authgate --features doctor`",
+                doctor_bin().display()
+            )
+        });
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        let _ = input.write_all(text.as_bytes());
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for the doctor: {e}"));
+    let stdout = String::from_utf8_lossy(&stdout).to_string() + &String::from_utf8_lossy(&stderr);
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout,
+    }
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, value: &Value) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, value.to_string()).unwrap_or_else(|e| panic!("writing {name}: {e}"));
+    path.display().to_string()
+}
+
+fn expect(run: &Run, code: i32, needles: &[&str]) -> Result<(), String> {
+    let missing: Vec<&&str> = needles
+        .iter()
+        .filter(|n| !run.stdout.contains(**n))
+        .collect();
+    if run.code != code || !missing.is_empty() {
+        return Err(format!(
+            "exit {} (wanted {code}), missing {missing:?} in:\n{}",
+            run.code, run.stdout
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn validate_and_hash_key() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut checks = Checks::new();
+    let good = write(
+        &dir,
+        "good.json",
+        &corp_config(local_provider(&[FixtureKey::Rsa1])),
+    );
+    checks.check(
+        "valid config",
+        expect(
+            &doctor(&["validate", &good], None),
+            0,
+            &["valid: 1 JWT provider(s), 2 rule(s)"],
+        ),
+    );
+    let mut typo = corp_config(local_provider(&[FixtureKey::Rsa1]));
+    typo["rules"][1]["requires_any"] = json!(["jwt:Corp"]);
+    let typo = write(&dir, "typo.json", &typo);
+    checks.check(
+        "invalid config names the field",
+        expect(
+            &doctor(&["validate", &typo], None),
+            1,
+            &["rules[1].requires_any[0]", "did you mean \"corp\""],
+        ),
+    );
+    checks.check(
+        "usage error",
+        expect(&doctor(&["validate"], None), 2, &["usage:"]),
+    );
+
+    let key = "ek_live_doctor_key_0001";
+    let digest = hex::encode(Sha256::digest(key.as_bytes()));
+    for (label, run) in [
+        ("argument", doctor(&["hash-key", key], None)),
+        (
+            "stdin",
+            doctor(&["hash-key", "-"], Some(&format!("{key}\n"))),
+        ),
+    ] {
+        checks.check(
+            &format!("hash-key from the {label}: the digest, never the key"),
+            expect(&run, 0, &[&digest]).and_then(|()| {
+                (!run.stdout.contains(key))
+                    .then_some(())
+                    .ok_or(run.stdout.clone())
+            }),
+        );
+    }
+    checks.finish();
+}
+
+#[test]
+fn explain_says_which_check_fails() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = write(
+        &dir,
+        "config.json",
+        &corp_config(local_provider(&[FixtureKey::Rsa1])),
+    );
+    let mut checks = Checks::new();
+    let token = TokenBuilder::new(FixtureKey::Rsa1)
+        .claims(corp_claims("alice"))
+        .sign();
+    let run = doctor(
+        &["explain", &token, "--config", &config, "--path", "/api/x"],
+        None,
+    );
+    checks.check(
+        "a valid token: every check passes, the identity is shown",
+        expect(
+            &run,
+            0,
+            &[
+                "✓ iss matches provider \"corp\"",
+                "✓ kid \"rsa-1\" is in the key set",
+                "✓ signature",
+                "✓ allowed",
+                "x-auth-subject: alice",
+                "rules[1] matches",
+            ],
+        ),
+    );
+    let signature = token.rsplit('.').next().unwrap_or_default();
+    checks.check(
+        "the token never appears in the output",
+        (!run.stdout.contains(&token) && !run.stdout.contains(signature))
+            .then_some(())
+            .ok_or(run.stdout.clone()),
+    );
+
+    let mut claims = corp_claims("bob");
+    claims["exp"] = json!(now() - 3600);
+    let expired = TokenBuilder::new(FixtureKey::Rsa1).claims(claims).sign();
+    checks.check(
+        "expired: the clock difference and the session reply",
+        expect(
+            &doctor(&["explain", &expired, "--config", &config], None),
+            1,
+            &["s ago)", "✗ session expired", "answered 401"],
+        ),
+    );
+    let mut claims = corp_claims("carol");
+    claims["aud"] = json!("someone-else");
+    let wrong_aud = TokenBuilder::new(FixtureKey::Rsa1).claims(claims).sign();
+    checks.check(
+        "wrong audience",
+        expect(
+            &doctor(&["explain", &wrong_aud, "--config", &config], None),
+            1,
+            &["✗ audience not accepted"],
+        ),
+    );
+    let rotated = TokenBuilder::new(FixtureKey::Rsa2)
+        .claims(corp_claims("dave"))
+        .sign();
+    checks.check(
+        "a key the JWKS does not have",
+        expect(
+            &doctor(&["explain", &rotated, "--config", &config], None),
+            1,
+            &["is not in the key set"],
+        ),
+    );
+
+    // A remote provider: the keys come from --jwks.
+    let remote = write(&dir, "remote.json", &corp_config(remote_provider(600)));
+    let keys = write(&dir, "jwks.json", &jwks(&[FixtureKey::Rsa1]));
+    checks.check(
+        "remote provider with --jwks FILE",
+        expect(
+            &doctor(
+                &["explain", &token, "--config", &remote, "--jwks", &keys],
+                None,
+            ),
+            0,
+            &["✓ allowed"],
+        ),
+    );
+    checks.check(
+        "not a JWT",
+        expect(
+            &doctor(&["explain", "sk-not-a-jwt", "--config", &config], None),
+            1,
+            &["not a usable JWT"],
+        ),
+    );
+    checks.finish();
+}
+
+#[test]
+fn probe_authz_checks_the_answer_and_its_shape() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let service = AuthzService::start(&dir.path().join("authz.sqlite"));
+    let mut checks = Checks::new();
+    checks.check(
+        "the reference service answers in shape",
+        expect(
+            &doctor(&["probe-authz", &service.url("/api/authorize")], None),
+            0,
+            &["✓ HTTP 200 in", "allow"],
+        ),
+    );
+    let stub = AuthzStub::start(AuthzMode::Garbage);
+    checks.check(
+        "garbage",
+        expect(
+            &doctor(&["probe-authz", &stub.url("/api/authorize")], None),
+            1,
+            &["answer is not JSON"],
+        ),
+    );
+    stub.set_mode(AuthzMode::Status(500));
+    checks.check(
+        "a 500",
+        expect(
+            &doctor(&["probe-authz", &stub.url("/api/authorize")], None),
+            1,
+            &["answered HTTP 500"],
+        ),
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(1);
+    checks.check(
+        "nothing listening",
+        expect(
+            &doctor(
+                &[
+                    "probe-authz",
+                    &format!("http://127.0.0.1:{closed}/api/authorize"),
+                ],
+                None,
+            ),
+            1,
+            &["✗ no answer"],
+        ),
+    );
+    checks.finish();
+}
