@@ -11,8 +11,11 @@ WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
 export ENVOY_BIN := $(CURDIR)/$(ENVOY)
 export AUTHGATE_WASM := $(CURDIR)/$(WASM)
+NOOP_WASM := target/wasm32-wasip1/release/authgate_noop_filter.wasm
+export AUTHGATE_NOOP_WASM := $(CURDIR)/$(NOOP_WASM)
 
-.PHONY: setup build test test-core test-wasm test-integration validate run lint clean doctor
+.PHONY: setup build test test-core test-wasm test-integration validate run lint clean doctor wasm-sha256 \
+	bench bench-smoke
 
 setup: $(ENVOY) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION)
 	@rustup target list --installed | grep -q wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -33,7 +36,7 @@ build: setup
 	cargo build --release --target wasm32-wasip1 -p authgate
 	@ls -l $(WASM) | awk '{print "built " $$9 " (" $$5 " bytes)"}'
 
-test: build test-core test-wasm validate test-integration
+test: build test-core test-wasm validate test-integration bench-smoke
 
 test-core:
 	cargo test -p authgate
@@ -49,9 +52,31 @@ validate: setup
 test-integration: build doctor
 	cargo test -p authgate-integration -- --test-threads 2
 
+# The SHA-256 of the built module, for the Istio WasmPlugin's `sha256` (envoy/istio/wasmplugin.yaml).
+wasm-sha256: build
+	@sha256sum $(WASM) | awk '{print $$1}'
+
 # The native doctor CLI (validate, explain, probe-authz, hash-key) at target/debug/authgate-doctor.
 doctor:
 	cargo build -p authgate --features doctor --bin authgate-doctor
+
+# The A/B benchmark against Envoy's native filters (bench/): interleaved rounds of every
+# variant, report in bench/results/latest.md and .json. Options through BENCH_ARGS, e.g.
+# make bench BENCH_ARGS="--rounds 5 --duration 10". Release builds: the load generator and the
+# authorization service must not be the bottleneck.
+bench: build
+	cargo build --release --target wasm32-wasip1 -p authgate-noop-filter
+	cargo build --release -p authgate-bench
+	cargo build --release -p authgate-integration --bin authgate-authz
+	target/release/authgate-bench $(BENCH_ARGS)
+
+# One short round of every variant (report in target/bench-smoke/): fails when a variant does
+# not start or answers anything but 200; asserts nothing about speed. Debug builds suffice.
+bench-smoke: build
+	cargo build --release --target wasm32-wasip1 -p authgate-noop-filter
+	cargo build -p authgate-bench
+	cargo build -p authgate-integration --bin authgate-authz
+	target/debug/authgate-bench --smoke
 
 # The local gateway on 127.0.0.1:8080 with the demo IdP and upstream and the reference
 # authorization service (SQLite in .run/); Ctrl-C stops everything.

@@ -138,3 +138,35 @@ pub fn decode_payload(token: &str) -> Option<Value> {
 pub fn b64(text: &str) -> String {
     URL_SAFE_NO_PAD.encode(text.as_bytes())
 }
+
+/// base64url without padding of bytes.
+pub fn b64_bytes(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A JWS over exactly this header and payload *text* (`b64(header).b64(payload).signature`),
+/// signed by `jsonwebtoken::crypto::sign` with `key` under `alg`. For tokens no serializer would
+/// write: duplicate members, `crit`, a `kid` that is a number, NUL escapes, very deep nesting.
+pub fn sign_raw_with(alg: Algorithm, key: &EncodingKey, header: &str, payload: &str) -> String {
+    let signing_input = format!("{}.{}", b64(header), b64(payload));
+    let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, alg)
+        .unwrap_or_else(|e| panic!("signing raw test token: {e}"));
+    format!("{signing_input}.{signature}")
+}
+
+/// [`sign_raw_with`] with a fixture key and its own algorithm.
+pub fn sign_raw(key: FixtureKey, header: &str, payload: &str) -> String {
+    sign_raw_with(key.alg(), &key.encoding_key(), header, payload)
+}
+
+/// The signature of a compact JWS, base64url-decoded (empty when it is not valid base64url).
+pub fn signature_bytes(token: &str) -> Vec<u8> {
+    let signature = token.rsplit('.').next().unwrap_or("");
+    URL_SAFE_NO_PAD.decode(signature).unwrap_or_default()
+}
+
+/// The same header and payload with these signature bytes (base64url-encoded).
+pub fn with_signature_bytes(token: &str, signature: &[u8]) -> String {
+    let (signing_input, _) = token.rsplit_once('.').unwrap_or((token, ""));
+    format!("{signing_input}.{}", b64_bytes(signature))
+}

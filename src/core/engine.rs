@@ -254,8 +254,14 @@ impl Failure {
 impl Run<'_, '_> {
     fn decide(&mut self, rule: &Rule, candidates: &[Candidate<'_>]) -> Decision {
         let mut first_failure: Option<(Failure, Kind, TokenHash)> = None;
+        // A configured key that is inactive or expired is that key, refused: never an agent
+        // token to ask the authorization service about (that would send a key's hash as one).
+        let mut refused_keys: Vec<TokenHash> = Vec::new();
         for candidate in candidates {
             let hash = token_hash(candidate.secret());
+            if matches!(candidate, Candidate::OpaqueToken(_)) && refused_keys.contains(&hash) {
+                continue;
+            }
             match self.check(candidate, hash) {
                 Outcome::Valid {
                     identity,
@@ -274,6 +280,12 @@ impl Run<'_, '_> {
                 Outcome::Wait(decision) => return decision,
                 Outcome::Blocked { retry_after_s } => return self.rate_limited(retry_after_s),
                 Outcome::Invalid(failure) => {
+                    if let Failure::ApiKey(
+                        ApiKeyError::Inactive { .. } | ApiKeyError::Expired { .. },
+                    ) = &failure
+                    {
+                        refused_keys.push(hash);
+                    }
                     if first_failure.is_none() {
                         first_failure = Some((failure, candidate.kind(), hash));
                     }

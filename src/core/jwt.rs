@@ -7,8 +7,12 @@ use jwt_compact::{Claims, UntrustedToken};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
 use crate::core::alg::{self, Alg};
 use crate::core::config::Provider;
+use crate::core::json_strict;
 use crate::core::jwks::KeySet;
 
 /// Tokens above this size are rejected before any parsing.
@@ -112,6 +116,16 @@ pub fn inspect(token: &str) -> Result<Inspected<'_>, JwtError> {
     }
     let parsed: UntrustedToken<'_, ExtraHeader> = UntrustedToken::try_from(token)
         .map_err(|_| JwtError::Malformed("token is not valid base64url JSON"))?;
+    let unique = token.split('.').take(2).all(|segment| {
+        URL_SAFE_NO_PAD
+            .decode(segment)
+            .is_ok_and(|json| json_strict::has_unique_members(&json))
+    });
+    if !unique {
+        return Err(JwtError::Malformed(
+            "token header or claims repeat a member name",
+        ));
+    }
     let alg_name = parsed.algorithm();
     if alg_name.eq_ignore_ascii_case("none") {
         return Err(JwtError::AlgNone);

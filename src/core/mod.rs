@@ -14,6 +14,7 @@ pub mod engine;
 pub mod extract;
 pub mod glob;
 pub mod identity;
+pub mod json_strict;
 pub mod jwks;
 pub mod jwt;
 pub mod jwt_check;
