@@ -51,6 +51,16 @@ fn config() -> Config {
     Config::parse(json.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
 }
 
+fn enterprise_config() -> Config {
+    let json = json!({
+        "jwt_providers": {"corp": {"issuer": fixtures::ISSUER, "audiences": ["gateway"],
+                                   "local_jwks": fixtures::JWKS}},
+        "rules": [{"match": {"prefix": "/"}, "requires_any": ["jwt:corp"], "enterprise": true}],
+        "enterprise": {"cluster": "authz", "authority": "authz.internal"}
+    });
+    Config::parse(json.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn headers(path: &str, token: &str) -> Vec<(String, String)> {
     [
         (":method", "POST"),
@@ -93,6 +103,31 @@ fn main() {
     measure("decide: cached RS256 token (hit)", || {
         black_box(run(&config, &mut state, &cached));
     });
+    let enterprise = enterprise_config();
+    let mut state = State::new(&enterprise);
+    let Step::CallAuthz(call) = run(&enterprise, &mut state, &cached) else {
+        panic!("expected an authorization call")
+    };
+    let answer = br#"{"authorized": true, "headers": {"x-tenant": "acme"}}"#;
+    authgate::core::engine::complete_authz(
+        &enterprise,
+        &mut state,
+        &call.key,
+        &call.pending,
+        (200, Some(&answer[..])),
+        NOW_MS,
+        &mut Recorded::default(),
+    );
+    assert!(matches!(
+        run(&enterprise, &mut state, &cached),
+        Step::Continue { .. }
+    ));
+    measure("decide: enterprise, warm decision cache", || {
+        black_box(run(&enterprise, &mut state, &cached));
+    });
+    let mut state = State::new(&config);
+    run(&config, &mut state, &cached);
+
     let token = fixtures::TOKEN_RS256.as_bytes();
     measure(
         &format!("sha256 of the token ({} bytes)", token.len()),

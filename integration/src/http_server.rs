@@ -1,9 +1,18 @@
-//! A tiny_http server run in the background, each request handled on its own thread (so a
-//! deliberately slow reply never blocks the next request). Shared by the stub servers.
+//! A small HTTP/1.1 server for the stub servers: one thread per connection, keep-alive, each
+//! request answered on its connection's thread (so a deliberately slow reply blocks only its own
+//! connection). Written on std sockets because tiny_http, used before, now and then left a
+//! request on a reused upstream connection unanswered under concurrent load (8 concurrent
+//! requests through Envoy: 8 sent upstream, 4 ever handled).
 
-use std::net::TcpListener;
-use std::sync::Arc;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Bodies beyond this are refused (the stubs never need more).
+const MAX_BODY: usize = 64 << 20;
 
 /// What a handler sees of a request.
 pub(crate) struct Incoming {
@@ -14,7 +23,6 @@ pub(crate) struct Incoming {
     pub body: String,
 }
 
-/// What a handler answers.
 pub(crate) struct Outgoing {
     pub status: u16,
     pub content_type: &'static str,
@@ -33,83 +41,196 @@ impl Outgoing {
 
 pub(crate) type Handler = Arc<dyn Fn(Incoming) -> Outgoing + Send + Sync>;
 
-/// A running server; stops (and joins its accept loop) when dropped.
 pub(crate) struct Served {
-    server: Arc<tiny_http::Server>,
+    port: u16,
+    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Open connections, shut down on drop so their threads end.
+    connections: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Served {
     pub fn port(&self) -> u16 {
-        self.server
-            .server_addr()
-            .to_ip()
-            .map(|a| a.port())
-            .unwrap_or(0)
+        self.port
     }
 }
 
-/// Binds 127.0.0.1:`port` (0 = any free port) and serves.
 pub(crate) fn bind_and_serve(port: u16, handler: Handler) -> Result<Served, String> {
     let listener = TcpListener::bind(("127.0.0.1", port))
         .map_err(|e| format!("cannot bind 127.0.0.1:{port}: {e}"))?;
     serve(listener, handler)
 }
 
-/// Serves on an already listening socket.
 pub(crate) fn serve(listener: TcpListener, handler: Handler) -> Result<Served, String> {
-    let server = Arc::new(
-        tiny_http::Server::from_listener(listener, None).map_err(|e| format!("tiny_http: {e}"))?,
-    );
-    let accept = Arc::clone(&server);
+    let port = listener
+        .local_addr()
+        .map_err(|e| format!("local_addr: {e}"))?
+        .port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let connections: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    let (stop_flag, open) = (Arc::clone(&stop), Arc::clone(&connections));
     let thread = std::thread::Builder::new()
         .name("stub-http".into())
         .spawn(move || {
-            for request in accept.incoming_requests() {
+            for stream in listener.incoming() {
+                if stop_flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                if let (Ok(mut list), Ok(copy)) = (open.lock(), stream.try_clone()) {
+                    list.retain(|s| s.peer_addr().is_ok());
+                    list.push(copy);
+                }
                 let handler = Arc::clone(&handler);
                 let _ = std::thread::Builder::new()
-                    .name("stub-request".into())
-                    .spawn(move || handle(request, handler.as_ref()));
+                    .name("stub-conn".into())
+                    .spawn(move || serve_connection(stream, handler.as_ref()));
             }
         })
         .map_err(|e| format!("spawn: {e}"))?;
     Ok(Served {
-        server,
+        port,
+        stop,
         thread: Some(thread),
+        connections,
     })
 }
 
-fn handle(mut request: tiny_http::Request, handler: &(dyn Fn(Incoming) -> Outgoing + Send + Sync)) {
-    let mut body = String::new();
-    let _ = request.as_reader().read_to_string(&mut body);
-    let incoming = Incoming {
-        method: request.method().as_str().to_string(),
-        url: request.url().to_string(),
-        headers: request
-            .headers()
-            .iter()
-            .map(|h| {
-                (
-                    h.field.as_str().as_str().to_ascii_lowercase(),
-                    h.value.as_str().to_string(),
-                )
-            })
-            .collect(),
-        body,
+fn serve_connection(stream: TcpStream, handler: &(dyn Fn(Incoming) -> Outgoing + Send + Sync)) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
     };
-    let out = handler(incoming);
-    let mut response = tiny_http::Response::from_string(out.body).with_status_code(out.status);
-    if let Ok(header) = tiny_http::Header::from_bytes("content-type", out.content_type) {
-        response = response.with_header(header);
+    let mut reader = BufReader::new(stream);
+    while let Some(incoming) = read_request(&mut reader) {
+        let close = incoming
+            .headers
+            .iter()
+            .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case("close"));
+        let out = handler(incoming);
+        let head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}\r\n",
+            out.status,
+            reason(out.status),
+            out.content_type,
+            out.body.len(),
+            if close { "connection: close\r\n" } else { "" }
+        );
+        let written = writer
+            .write_all(head.as_bytes())
+            .and_then(|()| writer.write_all(out.body.as_bytes()))
+            .and_then(|()| writer.flush());
+        if written.is_err() || close {
+            break;
+        }
     }
-    let _ = request.respond(response);
+    let _ = writer.shutdown(Shutdown::Both);
+}
+
+/// One request from the connection; None at its end or on anything unparseable.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Incoming> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let url = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let header = header.trim_end_matches(['\r', '\n']);
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        read_chunked(reader)?
+    } else {
+        let length: usize = header("content-length").map_or(Some(0), |v| v.parse().ok())?;
+        if length > MAX_BODY {
+            return None;
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).ok()?;
+        body
+    };
+    Some(Incoming {
+        method,
+        url,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        reader.read_line(&mut size_line).ok()?;
+        let size_text = size_line.trim().split(';').next()?;
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        if size == 0 {
+            // Trailers, if any, end with an empty line.
+            loop {
+                let mut trailer = String::new();
+                reader.read_line(&mut trailer).ok()?;
+                if trailer.trim().is_empty() {
+                    return Some(body);
+                }
+            }
+        }
+        if body.len() + size > MAX_BODY {
+            return None;
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..]).ok()?;
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf).ok()?;
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        302 => "Found",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        413 => "Payload Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
 }
 
 impl Drop for Served {
     fn drop(&mut self) {
-        self.server.unblock();
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_millis(200),
+        );
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        if let Ok(list) = self.connections.lock() {
+            for stream in list.iter() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
         }
     }
 }

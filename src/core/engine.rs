@@ -453,6 +453,28 @@ impl Run<'_, '_> {
             request.path(),
         );
         let remove = removals(self.config, request, valid.strip_header.as_deref());
+        let lookup = self.state.decisions.get(&key, self.ctx.now_ms);
+        // The warm path: a cached allow needs nothing else built.
+        if let Lookup::Fresh(Decided::Allow { add, names }) = &lookup {
+            if self.gate.failures == 0 {
+                self.metrics.increment(Metric::AuthzCacheHit);
+                count_allowed(self.metrics, valid.kind);
+                let mut remove = remove;
+                for name in names.iter() {
+                    if !remove.contains(name) {
+                        remove.push(name.clone());
+                    }
+                }
+                let log = self.note(|| format!("allow authz (cached) {}", valid.log));
+                return Decision {
+                    step: Step::Continue {
+                        remove,
+                        add: Rc::clone(add),
+                    },
+                    log,
+                };
+            }
+        }
         let pending = Pending {
             kind: valid.kind,
             identity_headers: Rc::clone(&valid.identity.headers),
@@ -474,7 +496,7 @@ impl Run<'_, '_> {
                 _ => None,
             },
         };
-        if let Lookup::Fresh(decided) = self.state.decisions.get(&key, self.ctx.now_ms) {
+        if let Lookup::Fresh(decided) = lookup {
             self.metrics.increment(Metric::AuthzCacheHit);
             let effects = Effects {
                 metrics: self.metrics,
