@@ -94,14 +94,20 @@ pub struct State {
 }
 
 impl State {
+    /// With a fixed seed for the token cache's bucket hash: for tests and tools.
     pub fn new(config: &Config) -> Self {
+        State::with_seed(config, 0)
+    }
+
+    /// `seed` keys the token cache's bucket hash; the shell passes a random one per VM.
+    pub fn with_seed(config: &Config, seed: u64) -> Self {
         State {
             keys: config
                 .providers
                 .iter()
                 .map(ProviderKeys::for_provider)
                 .collect(),
-            tokens: TokenCache::new(DEFAULT_CAPACITY),
+            tokens: TokenCache::new(DEFAULT_CAPACITY, seed),
             decisions: DecisionCache::new(config.enterprise.as_ref().map_or(1, |e| e.max_entries)),
         }
     }
@@ -253,16 +259,16 @@ impl Failure {
 
 impl Run<'_, '_> {
     fn decide(&mut self, rule: &Rule, candidates: &[Candidate<'_>]) -> Decision {
-        let mut first_failure: Option<(Failure, Kind, TokenHash)> = None;
+        let mut first_failure: Option<(Failure, Kind, &str)> = None;
         // A configured key that is inactive or expired is that key, refused: never an agent
         // token to ask the authorization service about (that would send a key's hash as one).
-        let mut refused_keys: Vec<TokenHash> = Vec::new();
+        let mut refused_keys: Vec<&str> = Vec::new();
         for candidate in candidates {
-            let hash = token_hash(candidate.secret());
-            if matches!(candidate, Candidate::OpaqueToken(_)) && refused_keys.contains(&hash) {
+            let secret = candidate.secret();
+            if matches!(candidate, Candidate::OpaqueToken(_)) && refused_keys.contains(&secret) {
                 continue;
             }
-            match self.check(candidate, hash) {
+            match self.check(candidate) {
                 Outcome::Valid {
                     identity,
                     strip_header,
@@ -273,7 +279,7 @@ impl Run<'_, '_> {
                         identity,
                         strip_header,
                         log,
-                        hash,
+                        secret,
                     };
                     return self.allow(rule, valid);
                 }
@@ -284,16 +290,16 @@ impl Run<'_, '_> {
                         ApiKeyError::Inactive { .. } | ApiKeyError::Expired { .. },
                     ) = &failure
                     {
-                        refused_keys.push(hash);
+                        refused_keys.push(secret);
                     }
                     if first_failure.is_none() {
-                        first_failure = Some((failure, candidate.kind(), hash));
+                        first_failure = Some((failure, candidate.kind(), secret));
                     }
                 }
             }
         }
         match first_failure {
-            Some((failure, kind, hash)) => self.deny(rule, failure, kind, &hash),
+            Some((failure, kind, secret)) => self.deny(rule, failure, kind, secret),
             None => respond(
                 replies::invalid_token(self.request.authority(), "no valid credential", None),
                 "deny no_candidate".to_string(),
@@ -310,11 +316,11 @@ impl Run<'_, '_> {
         }
     }
 
-    fn check(&mut self, candidate: &Candidate<'_>, hash: TokenHash) -> Outcome {
-        let fp = self.note(|| fingerprint(&hash));
-        if let Candidate::Jwt { provider, .. } = candidate {
-            if let Some(cached) = jwt_check::cached(self.state, *provider, &hash, self.ctx.now_s())
-            {
+    fn check(&mut self, candidate: &Candidate<'_>) -> Outcome {
+        let fp = self.note(|| fingerprint(&token_hash(candidate.secret())));
+        if let Candidate::Jwt { provider, found } = candidate {
+            let now_s = self.ctx.now_s();
+            if let Some(cached) = jwt_check::cached(self.state, *provider, found.token, now_s) {
                 self.metrics.increment(Metric::JwtCacheHit);
                 return self.jwt_outcome(*provider, candidate, cached.map(Verdict::Valid), &fp);
             }
@@ -324,14 +330,8 @@ impl Run<'_, '_> {
         }
         match candidate {
             Candidate::Jwt { provider, found } => {
-                let verdict = jwt_check::verify(
-                    self.config,
-                    self.state,
-                    *provider,
-                    found.token,
-                    hash,
-                    self.ctx,
-                );
+                let verdict =
+                    jwt_check::verify(self.config, self.state, *provider, found.token, self.ctx);
                 // A request that pauses for keys is counted once, when it is finally decided.
                 if !matches!(verdict, Ok(Verdict::WaitForKeys(_))) {
                     self.metrics.increment(Metric::JwtCacheMiss);
@@ -415,7 +415,7 @@ impl Run<'_, '_> {
         }
     }
 
-    fn allow(&mut self, rule: &Rule, valid: Valid) -> Decision {
+    fn allow(&mut self, rule: &Rule, valid: Valid<'_>) -> Decision {
         if self.gate.failures > 0 && valid.kind != Kind::OpaqueToken {
             if let (Some(backoff), Some((slot, _))) = (&self.config.backoff, &self.gate.client) {
                 backoff.record_success(self.shared, *slot);
@@ -441,17 +441,14 @@ impl Run<'_, '_> {
     }
 
     /// The local checks passed; the service decides, from the cache or by a call.
-    fn authorize(&mut self, rule: &Rule, valid: Valid) -> Decision {
+    fn authorize(&mut self, rule: &Rule, valid: Valid<'_>) -> Decision {
         let request = self.request;
         let Some(enterprise) = &self.config.enterprise else {
-            return self.deny(rule, Failure::OpaqueUndecidable, valid.kind, &valid.hash);
+            return self.deny(rule, Failure::OpaqueUndecidable, valid.kind, valid.secret);
         };
-        let key = decision_cache::key(
-            &valid.hash,
-            request.method(),
-            request.authority(),
-            request.path(),
-        );
+        // The credential's SHA-256: the decision key, and all the service ever sees of it.
+        let hash = token_hash(valid.secret);
+        let key = decision_cache::key(&hash, request.method(), request.authority(), request.path());
         let remove = removals(self.config, request, valid.strip_header.as_deref());
         let lookup = self.state.decisions.get(&key, self.ctx.now_ms);
         // The warm path: a cached allow needs nothing else built.
@@ -509,7 +506,7 @@ impl Run<'_, '_> {
         let body = enterprise.request_body(&CallInput {
             kind: valid.kind,
             identity: Some(&valid.identity),
-            credential_sha256: &valid.hash,
+            credential_sha256: &hash,
             client_ip: self.config.client_ip.client_ip(request),
             method: request.method(),
             host: request.authority(),
@@ -561,7 +558,7 @@ impl Run<'_, '_> {
         count_denied(self.metrics, kind);
     }
 
-    fn deny(&mut self, rule: &Rule, failure: Failure, kind: Kind, hash: &TokenHash) -> Decision {
+    fn deny(&mut self, rule: &Rule, failure: Failure, kind: Kind, secret: &str) -> Decision {
         let mut block_note = String::new();
         if failure.counts_as_failed_auth() {
             if let (Some(backoff), Some((slot, key))) = (&self.config.backoff, &self.gate.client) {
@@ -570,7 +567,7 @@ impl Run<'_, '_> {
                 }
             }
         }
-        let fp = fingerprint(hash);
+        let fp = self.note(|| fingerprint(&token_hash(secret)));
         let credential = format!("{}={fp}", kind.name());
         let request_id = self.request.request_id();
         let host = self.request.authority();
@@ -636,12 +633,13 @@ impl Run<'_, '_> {
 }
 
 /// A credential that passed its local check.
-struct Valid {
+struct Valid<'s> {
     kind: Kind,
     identity: Rc<Identity>,
     strip_header: Option<String>,
     log: String,
-    hash: TokenHash,
+    /// The credential as presented (hashed only where a hash is needed).
+    secret: &'s str,
 }
 
 fn count_allowed(metrics: &mut dyn MetricSink, kind: Kind) {

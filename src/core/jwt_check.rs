@@ -7,7 +7,7 @@ use crate::core::config::Config;
 use crate::core::engine::{Context, State};
 use crate::core::identity::Identity;
 use crate::core::jwt::{self, JwtError};
-use crate::core::token_cache::{CachedToken, TokenHash};
+use crate::core::token_cache::CachedToken;
 
 #[derive(Debug)]
 pub enum JwtFailure {
@@ -26,10 +26,10 @@ pub enum Verdict {
 pub fn cached(
     state: &mut State,
     provider: usize,
-    hash: &TokenHash,
+    token: &str,
     now_s: i64,
 ) -> Option<Result<Rc<Identity>, JwtFailure>> {
-    let cached = state.tokens.get(hash).filter(|c| c.provider == provider)?;
+    let cached = state.tokens.get(token).filter(|c| c.provider == provider)?;
     if cached.expires_after.is_some_and(|t| t < now_s) {
         return Some(Err(JwtFailure::Invalid(JwtError::Expired)));
     }
@@ -42,7 +42,6 @@ pub fn verify(
     state: &mut State,
     provider_index: usize,
     token: &str,
-    hash: TokenHash,
     ctx: Context,
 ) -> Result<Verdict, JwtFailure> {
     let provider = config
@@ -76,7 +75,7 @@ pub fn verify(
     identity.expires_at_s = expires_after;
     let identity = Rc::new(identity);
     state.tokens.insert(
-        hash,
+        token,
         CachedToken {
             provider: provider_index,
             expires_after,

@@ -1,27 +1,47 @@
 //! A read-only view of the request headers the shell read once from the host.
 
+use std::cell::OnceCell;
+
 pub struct Request<'a> {
     headers: &'a [(String, String)],
-    source_address: Option<&'a str>,
+    source: Source<'a>,
+}
+
+/// The downstream address: given, or looked up from the host the first time it is needed (most
+/// requests never need it: asking costs a host call).
+enum Source<'a> {
+    Unknown,
+    Given(&'a str),
+    Lookup(&'a dyn Fn() -> Option<String>, OnceCell<Option<String>>),
 }
 
 impl<'a> Request<'a> {
     pub fn new(headers: &'a [(String, String)]) -> Self {
         Request {
             headers,
-            source_address: None,
+            source: Source::Unknown,
         }
     }
 
     /// The downstream connection's address (`ip:port`); the shell reads it only when the
     /// configuration needs the client's address.
     pub fn with_source_address(mut self, address: Option<&'a str>) -> Self {
-        self.source_address = address;
+        self.source = address.map_or(Source::Unknown, Source::Given);
         self
     }
 
-    pub fn source_address(&self) -> Option<&'a str> {
-        self.source_address
+    /// The address comes from `lookup`, called at most once, and only if needed.
+    pub fn with_source_lookup(mut self, lookup: &'a dyn Fn() -> Option<String>) -> Self {
+        self.source = Source::Lookup(lookup, OnceCell::new());
+        self
+    }
+
+    pub fn source_address(&self) -> Option<&str> {
+        match &self.source {
+            Source::Unknown => None,
+            Source::Given(address) => Some(address),
+            Source::Lookup(lookup, cell) => cell.get_or_init(|| lookup()).as_deref(),
+        }
     }
 
     /// First value of a header; `name` must be lowercase (Envoy lowercases header names).

@@ -19,6 +19,16 @@ pub fn debug_enabled() -> bool {
     )
 }
 
+/// Randomness from the host (WASI `random_get`); 0 if it fails, which only makes the token
+/// cache's bucket hash predictable, never the cache wrong.
+pub fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::getrandom(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => 0,
+    }
+}
+
 pub fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()

@@ -92,7 +92,7 @@ impl SharedStore for HostShared {
 
 impl Vm {
     pub fn new(config: Config) -> Self {
-        let state = State::new(&config);
+        let state = State::with_seed(&config, host::random_u64());
         Vm {
             config,
             state: RefCell::new(state),
@@ -119,12 +119,12 @@ impl Vm {
             may_wait,
             log,
         };
-        let source_address = if self.config.needs_client_ip() {
-            host::source_address()
+        let lookup = host::source_address;
+        let request = if self.config.needs_client_ip() {
+            Request::new(headers).with_source_lookup(&lookup)
         } else {
-            None
+            Request::new(headers)
         };
-        let request = Request::new(headers).with_source_address(source_address.as_deref());
         let effects = Effects {
             metrics: &mut &self.counters,
             shared: &mut HostShared,
