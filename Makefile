@@ -15,7 +15,7 @@ NOOP_WASM := target/wasm32-wasip1/release/authgate_noop_filter.wasm
 export AUTHGATE_NOOP_WASM := $(CURDIR)/$(NOOP_WASM)
 
 .PHONY: setup build test test-core test-wasm test-integration validate run lint clean doctor wasm-sha256 \
-	bench bench-smoke
+	bench bench-smoke fuzz fuzz-smoke soak
 
 setup: $(ENVOY) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION)
 	@rustup target list --installed | grep -q wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -78,6 +78,14 @@ bench-smoke: build
 	cargo build -p authgate-integration --bin authgate-authz
 	target/debug/authgate-bench --smoke
 
+# A long run of mixed traffic through real Envoy (two workers) with JWKS rotations, reporting
+# outcomes, errors and Envoy's RSS every 30 s; fails on any unexpected status or RSS growth beyond
+# its bound (integration/src/bin/authgate-soak.rs). SOAK_SECONDS=60 make soak for a short one.
+SOAK_SECONDS ?= 600
+soak: build
+	cargo build --release -p authgate-integration --bin authgate-soak
+	SOAK_SECONDS=$(SOAK_SECONDS) target/release/authgate-soak
+
 # The local gateway on 127.0.0.1:8080 with the demo IdP and upstream and the reference
 # authorization service (SQLite in .run/); Ctrl-C stops everything.
 run: build
@@ -96,3 +104,13 @@ lint: setup
 
 clean:
 	cargo clean
+
+# Fuzzing the core with cargo-fuzz (fuzz/README.md): every target for FUZZ_SECONDS each, two at a
+# time. Installs a nightly toolchain and cargo-fuzz (under .tools/) on first use.
+FUZZ_SECONDS ?= 300
+fuzz:
+	bash fuzz/scripts/run.sh $(FUZZ_SECONDS)
+
+# Every fuzz target for 10 s (about a minute once built): a check that they build and run.
+fuzz-smoke:
+	bash fuzz/scripts/run.sh 10

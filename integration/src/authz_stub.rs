@@ -1,22 +1,24 @@
 //! Fault-injecting authorization stub: records every request (any method, any path) and answers
-//! according to a mode set from the test thread — a JSON decision, an error status, garbage, an
-//! oversized body, a wrong shape, or any of these after a delay. Also stands in for OpenFGA's
-//! check API (`Json(json!({"allowed": true}))`; the recorded path shows `/stores/<id>/check`).
+//! according to a mode set from the test thread — a JSON decision, an error status, garbage, HTML,
+//! an oversized body, a wrong shape, or any of these after a delay; it can also reset every
+//! connection without a reply ([`AuthzMode::Reset`]) and go down (connections refused) and come
+//! back on the same port. Also stands in for OpenFGA's check API
+//! (`Json(json!({"allowed": true}))`; the recorded path shows `/stores/<id>/check`).
 //!
-//! Requests are handled by 8 worker threads, so a delayed answer does not hold up other
-//! connections; dropping the stub interrupts delays (they sleep in short steps).
+//! Each connection is served on its own thread (the std-socket server of the other stubs), so a
+//! delayed answer does not hold up other connections; dropping the stub (or taking it down)
+//! interrupts delays (they sleep in short steps) and closes its connections.
 
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::authz_service::{respond, PoolHandler, WorkerPool};
+use crate::http_server::{bind_and_serve, Handler, Incoming, Outgoing};
+use crate::jwks_stub::StubPort;
 use crate::wait::wait_until;
 
-const WORKERS: usize = 8;
 /// How often a delayed answer checks whether the stub is being dropped.
 const DELAY_STEP: Duration = Duration::from_millis(20);
 
@@ -35,6 +37,11 @@ pub enum AuthzMode {
     Delay(Duration, Box<AuthzMode>),
     /// 200 with `{"authorized":"yes"}` (a string where a bool belongs).
     WrongShape,
+    /// 200 `text/html`: a login page, as a misrouted request would get.
+    Html,
+    /// Every connection is accepted and reset (RST) without a reply; nothing is recorded (see
+    /// [`AuthzStub::reset_connections`]).
+    Reset,
 }
 
 impl AuthzMode {
@@ -89,7 +96,10 @@ struct Shared {
 
 pub struct AuthzStub {
     shared: Arc<Shared>,
-    pool: WorkerPool,
+    port: u16,
+    listening: StubPort,
+    /// Set when the current server stops (drop, down, reset): its delays end at once.
+    stopping: Mutex<Arc<AtomicBool>>,
 }
 
 impl AuthzStub {
@@ -100,21 +110,24 @@ impl AuthzStub {
 
     /// Starts on 127.0.0.1:`port` (0 = any free port).
     pub fn start_on(port: u16, mode: AuthzMode) -> Result<AuthzStub, String> {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .map_err(|e| format!("cannot bind 127.0.0.1:{port}: {e}"))?;
         let shared = Arc::new(Shared {
-            mode: Mutex::new(mode),
+            mode: Mutex::new(AuthzMode::allow()),
             requests: Mutex::new(Vec::new()),
         });
-        let for_workers = Arc::clone(&shared);
-        let handler: PoolHandler =
-            Arc::new(move |request, stopping: &AtomicBool| handle(&for_workers, request, stopping));
-        let pool = WorkerPool::start(listener, WORKERS, "authz-stub", handler)?;
-        Ok(AuthzStub { shared, pool })
+        let stopping = Arc::new(AtomicBool::new(false));
+        let served = bind_and_serve(port, handler(&shared, &stopping))?;
+        let stub = AuthzStub {
+            port: served.port(),
+            listening: StubPort::serving(served),
+            shared,
+            stopping: Mutex::new(stopping),
+        };
+        stub.set_mode(mode);
+        Ok(stub)
     }
 
     pub fn port(&self) -> u16 {
-        self.pool.port()
+        self.port
     }
 
     /// `http://127.0.0.1:<port><path>`.
@@ -123,8 +136,53 @@ impl AuthzStub {
     }
 
     /// How requests are answered from now on (a request already delayed keeps its old mode).
+    /// Switching to or from [`AuthzMode::Reset`] while up swaps what listens on the port (open
+    /// connections are closed); while down, it applies at [`AuthzStub::come_up`].
     pub fn set_mode(&self, mode: AuthzMode) {
+        let resetting = mode == AuthzMode::Reset;
+        if resetting && self.listening.is_serving() {
+            self.stop_current();
+            if let Err(e) = self.listening.reset() {
+                panic!("authz stub: reset on {}: {e}", self.port);
+            }
+        }
         *lock(&self.shared.mode) = mode;
+        if !resetting && self.listening.is_resetting() {
+            self.serve();
+        }
+    }
+
+    /// Stops listening and closes every open connection (delayed answers are abandoned); the port
+    /// stays reserved, so connections are refused until [`AuthzStub::come_up`].
+    pub fn go_down(&self) {
+        self.stop_current();
+        if let Err(e) = self.listening.park() {
+            panic!("authz stub: go down on {}: {e}", self.port);
+        }
+    }
+
+    /// Listens again on the same port, answering as the current mode (no-op when up).
+    pub fn come_up(&self) {
+        if self.listening.is_up() {
+            return;
+        }
+        if *lock(&self.shared.mode) == AuthzMode::Reset {
+            if let Err(e) = self.listening.reset() {
+                panic!("authz stub: reset on {}: {e}", self.port);
+            }
+        } else {
+            self.serve();
+        }
+    }
+
+    /// Listening (answering, or resetting in [`AuthzMode::Reset`]).
+    pub fn is_up(&self) -> bool {
+        self.listening.is_up()
+    }
+
+    /// Connections reset so far in [`AuthzMode::Reset`].
+    pub fn reset_connections(&self) -> usize {
+        self.listening.resets()
     }
 
     /// Every request received so far, oldest first (recorded on arrival, before any delay).
@@ -154,41 +212,73 @@ impl AuthzStub {
             )
         })
     }
-}
 
-fn handle(shared: &Shared, mut request: tiny_http::Request, stopping: &AtomicBool) {
-    let mut body = Vec::new();
-    let _ = request.as_reader().read_to_end(&mut body);
-    let recorded = RecordedRequest {
-        method: request.method().as_str().to_string(),
-        path: request.url().to_string(),
-        headers: request
-            .headers()
-            .iter()
-            .map(|h| {
-                (
-                    h.field.as_str().as_str().to_ascii_lowercase(),
-                    h.value.as_str().to_string(),
-                )
-            })
-            .collect(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    };
-    lock(&shared.requests).push(recorded);
-    let mode = lock(&shared.mode).clone();
-    // None: the stub is being dropped mid-delay; dropping the request closes the connection.
-    if let Some((status, body)) = answer(&mode, stopping) {
-        respond(request, status, "application/json", body);
+    /// Serves HTTP on the port with a fresh stop flag.
+    fn serve(&self) {
+        let stopping = Arc::new(AtomicBool::new(false));
+        *lock(&self.stopping) = Arc::clone(&stopping);
+        if let Err(e) = self.listening.serve(handler(&self.shared, &stopping)) {
+            panic!("authz stub: serve on {}: {e}", self.port);
+        }
+    }
+
+    /// Ends the delays of the server that is about to stop.
+    fn stop_current(&self) {
+        lock(&self.stopping).store(true, Ordering::SeqCst);
     }
 }
 
-fn answer(mode: &AuthzMode, stopping: &AtomicBool) -> Option<(u16, String)> {
+impl Drop for AuthzStub {
+    fn drop(&mut self) {
+        self.stop_current();
+    }
+}
+
+fn handler(shared: &Arc<Shared>, stopping: &Arc<AtomicBool>) -> Handler {
+    let (shared, stopping) = (Arc::clone(shared), Arc::clone(stopping));
+    Arc::new(move |request: Incoming| handle(&shared, request, &stopping))
+}
+
+fn handle(shared: &Shared, request: Incoming, stopping: &AtomicBool) -> Outgoing {
+    let recorded = RecordedRequest {
+        method: request.method,
+        path: request.url,
+        headers: request.headers,
+        body: request.body,
+    };
+    lock(&shared.requests).push(recorded);
+    let mode = lock(&shared.mode).clone();
+    // None: the stub is stopping mid-delay; its connection is being closed, so this reply is
+    // never seen.
+    let (status, content_type, body) = answer(&mode, stopping).unwrap_or((
+        503,
+        "application/json",
+        json!({"error": "stub stopping"}).to_string(),
+    ));
+    Outgoing {
+        status,
+        content_type,
+        body,
+    }
+}
+
+fn answer(mode: &AuthzMode, stopping: &AtomicBool) -> Option<(u16, &'static str, String)> {
+    const JSON: &str = "application/json";
     match mode {
-        AuthzMode::Json(body) => Some((200, body.to_string())),
-        AuthzMode::Status(code) => Some((*code, json!({"error": "stub failure"}).to_string())),
-        AuthzMode::Garbage => Some((200, "not json{".to_string())),
-        AuthzMode::Oversized(bytes) => Some((200, oversized(*bytes))),
-        AuthzMode::WrongShape => Some((200, json!({"authorized": "yes"}).to_string())),
+        AuthzMode::Json(body) => Some((200, JSON, body.to_string())),
+        AuthzMode::Status(code) => {
+            Some((*code, JSON, json!({"error": "stub failure"}).to_string()))
+        }
+        AuthzMode::Garbage => Some((200, JSON, "not json{".to_string())),
+        AuthzMode::Oversized(bytes) => Some((200, JSON, oversized(*bytes))),
+        AuthzMode::WrongShape => Some((200, JSON, json!({"authorized": "yes"}).to_string())),
+        AuthzMode::Html => Some((
+            200,
+            "text/html",
+            "<!doctype html><html><body><h1>Sign in</h1><form></form></body></html>".to_string(),
+        )),
+        // Only reached by a request read just before the switch to resetting.
+        AuthzMode::Reset => Some((503, JSON, json!({"error": "resetting"}).to_string())),
         AuthzMode::Delay(delay, inner) => {
             sleep_unless_stopping(*delay, stopping).then(|| answer(inner, stopping))?
         }
@@ -318,6 +408,63 @@ mod tests {
         assert_eq!(stub.request_count(), 5);
         stub.clear();
         assert_eq!(stub.request_count(), 0);
+    }
+
+    #[test]
+    fn html_reset_down_and_back_on_the_same_port() {
+        let stub = AuthzStub::start(AuthzMode::Html);
+        let send = || {
+            Req::post(stub.url("/api/authorize"))
+                .body("{}")
+                .timeout(Duration::from_secs(5))
+                .try_send()
+        };
+        let reply = send().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some("text/html"));
+        assert!(reply.body.contains("<html>"));
+
+        stub.set_mode(AuthzMode::Reset);
+        assert!(send().is_err(), "a reset connection gives no reply");
+        assert!(stub.reset_connections() >= 1);
+        assert_eq!(stub.request_count(), 1, "resets are not recorded");
+
+        stub.set_mode(AuthzMode::allow());
+        assert_eq!(send().map(|r| r.status), Ok(200));
+
+        stub.go_down();
+        assert!(!stub.is_up());
+        assert!(std::net::TcpStream::connect(("127.0.0.1", stub.port())).is_err());
+        stub.set_mode(AuthzMode::Status(500));
+        stub.come_up();
+        assert_eq!(send().map(|r| r.status), Ok(500));
+        assert_eq!(stub.request_count(), 3);
+    }
+
+    #[test]
+    fn going_down_cuts_a_delayed_answer() {
+        let stub = AuthzStub::start(AuthzMode::delayed(
+            Duration::from_secs(30),
+            AuthzMode::allow(),
+        ));
+        let url = stub.url("/");
+        let client = std::thread::spawn(move || {
+            Req::post(url)
+                .body("{}")
+                .timeout(Duration::from_secs(10))
+                .try_send()
+        });
+        stub.wait_requests(1, Duration::from_secs(5))
+            .expect("request arrived");
+        let started = Instant::now();
+        stub.go_down();
+        let outcome = client.join().expect("client thread");
+        assert!(outcome.is_err(), "{outcome:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        stub.set_mode(AuthzMode::allow());
+        stub.come_up();
+        let reply = Req::post(stub.url("/")).body("{}").send();
+        assert_eq!(reply.json(), Some(json!({"authorized": true})));
     }
 
     #[test]

@@ -196,6 +196,8 @@ pub struct Envoy {
     process: Process,
     admin: SocketAddr,
     port: u16,
+    /// What it was started with, for [`Envoy::restart`].
+    config: EnvoyConfig,
 }
 
 impl Envoy {
@@ -212,7 +214,7 @@ impl Envoy {
                 ));
             }
             if let Some((admin, port)) = process.serving() {
-                return Ok(process.into_envoy(admin, port));
+                return Ok(process.into_envoy(admin, port, config.clone()));
             }
             if Instant::now() >= deadline {
                 let log = process.log();
@@ -318,6 +320,21 @@ impl Envoy {
     pub fn stop(mut self) -> String {
         self.process.kill();
         self.log()
+    }
+
+    /// The configuration this Envoy was started with.
+    pub fn config(&self) -> &EnvoyConfig {
+        &self.config
+    }
+
+    /// Kills this Envoy (SIGKILL: connections in flight are cut, as in a crash) and starts a new
+    /// one with the same configuration. The new one has new listener and admin ports (both bind
+    /// port 0) and fresh VMs: no keys, caches or backoff counts carry over. Returns the new Envoy
+    /// and the old one's whole log, or the start error (which carries the new log's tail).
+    pub fn restart(self) -> Result<(Envoy, String), String> {
+        let config = self.config.clone();
+        let old_log = self.stop();
+        Envoy::start(&config).map(|envoy| (envoy, old_log))
     }
 }
 
@@ -490,11 +507,12 @@ impl Process {
         Some((admin, port))
     }
 
-    fn into_envoy(self, admin: SocketAddr, port: u16) -> Envoy {
+    fn into_envoy(self, admin: SocketAddr, port: u16, config: EnvoyConfig) -> Envoy {
         Envoy {
             process: self,
             admin,
             port,
+            config,
         }
     }
 }

@@ -98,6 +98,8 @@ pub(crate) fn serve(listener: TcpListener, handler: Handler) -> Result<Served, S
 
 fn serve_connection(stream: TcpStream, handler: &(dyn Fn(Incoming) -> Outgoing + Send + Sync)) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    // Without it Nagle and Envoy's delayed ACKs add ~40 ms to every proxied request.
+    let _ = stream.set_nodelay(true);
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
@@ -116,10 +118,9 @@ fn serve_connection(stream: TcpStream, handler: &(dyn Fn(Incoming) -> Outgoing +
             out.body.len(),
             if close { "connection: close\r\n" } else { "" }
         );
-        let written = writer
-            .write_all(head.as_bytes())
-            .and_then(|()| writer.write_all(out.body.as_bytes()))
-            .and_then(|()| writer.flush());
+        let mut response = head.into_bytes();
+        response.extend_from_slice(out.body.as_bytes());
+        let written = writer.write_all(&response).and_then(|()| writer.flush());
         if written.is_err() || close {
             break;
         }

@@ -844,7 +844,9 @@ pub fn resolve(
                 .map_or(FailureMode::Deny, |e| e.failure_mode);
             let why = error.describe();
             match (mode, stale) {
-                (FailureMode::Allow, _) => {
+                // Only the service can tell a real agent token from a made-up string: while it
+                // cannot answer, `allow` would let any string in. Agent tokens are denied.
+                (FailureMode::Allow, _) if pending.kind != Kind::OpaqueToken => {
                     metrics.increment(Metric::FailureModeAllowed);
                     count_allowed(metrics, pending.kind);
                     Decision {
