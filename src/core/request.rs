@@ -40,7 +40,7 @@ impl<'a> Request<'a> {
         match &self.source {
             Source::Unknown => None,
             Source::Given(address) => Some(address),
-            Source::Lookup(lookup, cell) => cell.get_or_init(|| lookup()).as_deref(),
+            Source::Lookup(lookup, cell) => cell.get_or_init(lookup).as_deref(),
         }
     }
 
