@@ -6,6 +6,14 @@
 //!   10 minutes) that stands in for an IdP login and renews the session.
 //! - JWT / API-key subjects are allowed unless the `subjects` table denies them.
 //! - `/admin/…` manages tokens and subjects and exposes the log of `/api/authorize` bodies.
+//! - Any request under `/ext_authz/` (any method) is an Envoy `ext_authz` HTTP-service check: the
+//!   decision comes from its `authorization: Bearer <token>`, by the same rules as
+//!   `/api/authorize` (a token whose SHA-256 is a known agent token: allowed while the token is
+//!   not revoked and its session is active; a JWT: its `sub` is allowed unless `subjects` denies
+//!   it; any other token: denied). It answers 200 to allow and 403 to deny, with the decision
+//!   as JSON. A JWT's signature is NOT checked here: put `jwt_authn` (with `forward: true`) before
+//!   `ext_authz`, as `bench/` does for the native pair. Set the filter's `http_service.path_prefix`
+//!   to `/ext_authz`. These checks are not logged.
 //!
 //! Nothing is cached in memory except that log: the CLI admin commands of `authgate-authz` change
 //! the database file directly and the running server sees the change on the next request.
@@ -20,6 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -621,6 +631,10 @@ fn route(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
     let method = request.method().as_str().to_ascii_uppercase();
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    // ext_authz keeps the client's method and path, so this prefix takes every method.
+    if path == "/ext_authz" || path.starts_with("/ext_authz/") {
+        return ext_authz(shared, request);
+    }
     if let Some(admin_path) = path.strip_prefix("/admin/") {
         if let Some(refusal) = refuse_admin(shared, request) {
             return refusal;
@@ -668,6 +682,51 @@ fn authorize(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
     match lock(&shared.store).authorize(&query, &shared.public_url) {
         Ok(decision) => Reply::json(200, decision),
         Err(e) => Reply::internal(e),
+    }
+}
+
+/// An Envoy `ext_authz` HTTP-service check: 200 allows the client's request, 403 denies it.
+fn ext_authz(shared: &Shared, request: &tiny_http::Request) -> Reply {
+    let authorization = header(request, "authorization").unwrap_or_default();
+    let Some(token) = bearer_token(&authorization) else {
+        return Reply::json(403, deny("no bearer token"));
+    };
+    let query = ext_authz_query(token);
+    match lock(&shared.store).authorize(&query, &shared.public_url) {
+        Ok(decision) if decision["authorized"] == true => Reply::json(200, decision),
+        Ok(decision) => Reply::json(403, decision),
+        Err(e) => Reply::internal(e),
+    }
+}
+
+fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The `/api/authorize` question a bearer token asks: a JWT (two dots and a payload with a string
+/// `sub`, signature unchecked: a filter before ext_authz verified it) is its subject, anything
+/// else an opaque agent token. Either way a known agent token's session decides first.
+fn ext_authz_query(token: &str) -> AuthorizeQuery {
+    let claims = (token.matches('.').count() == 2)
+        .then(|| token.split('.').nth(1))
+        .flatten()
+        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|json| serde_json::from_slice::<Value>(&json).ok());
+    let subject = claims.as_ref().and_then(|c| c["sub"].as_str());
+    AuthorizeQuery {
+        user_email: claims
+            .as_ref()
+            .and_then(|c| c["email"].as_str())
+            .map(str::to_string),
+        kind: if subject.is_some() {
+            SubjectKind::Jwt
+        } else {
+            SubjectKind::OpaqueToken
+        },
+        subject_id: subject.unwrap_or_default().to_string(),
+        token_sha256: sha256_hex(token),
     }
 }
 
@@ -986,6 +1045,7 @@ pub(crate) fn respond(request: tiny_http::Request, status: u16, content_type: &s
 mod tests {
     use super::*;
     use crate::client::Req;
+    use crate::tokens::b64;
 
     fn authorize_body(kind: &str, id: &str, token_sha256: &str, email: Option<&str>) -> Value {
         json!({
@@ -1178,6 +1238,78 @@ mod tests {
             expired["reason"], "session expired",
             "{expired} for {token}"
         );
+    }
+
+    #[test]
+    fn ext_authz_checks_decide_by_the_bearer_token() {
+        let (_dir, db) = temp_db();
+        let service = AuthzService::start(&db);
+        let check = |method: &str, bearer: Option<&str>| {
+            let request = Req::new(method, service.url("/ext_authz/v1/chat/completions?x=1"));
+            match bearer {
+                Some(token) => request.bearer(token),
+                None => request,
+            }
+            .send()
+        };
+
+        let (agent, sha) = service.create_token("hana@example.com", 3600);
+        for method in ["GET", "POST", "DELETE"] {
+            let allowed = check(method, Some(&agent));
+            assert_eq!(allowed.status, 200, "{method}: {allowed}");
+            assert_eq!(
+                allowed.json_str("reason").as_deref(),
+                Some("active session")
+            );
+        }
+        service.expire(&sha);
+        let expired = check("GET", Some(&agent));
+        assert_eq!(expired.status, 403, "{expired}");
+        assert_eq!(
+            expired.json_str("reason").as_deref(),
+            Some("session expired")
+        );
+        service.revoke(&sha);
+        assert_eq!(check("GET", Some(&agent)).status, 403);
+
+        let unknown = check("GET", Some("agt_never_issued"));
+        assert_eq!(unknown.status, 403, "{unknown}");
+        assert_eq!(
+            unknown.json_str("reason").as_deref(),
+            Some("unknown agent token")
+        );
+        let missing = check("GET", None);
+        assert_eq!(missing.status, 403, "{missing}");
+        assert_eq!(
+            missing.json_str("reason").as_deref(),
+            Some("no bearer token")
+        );
+        let basic = Req::get(service.url("/ext_authz/"))
+            .header("authorization", "Basic dXNlcjpwdw==")
+            .send();
+        assert_eq!(basic.status, 403, "{basic}");
+
+        // A JWT's subject is allowed unless denied (its signature is someone else's job).
+        let jwt = |sub: &str| {
+            let claims = json!({"sub": sub, "email": format!("{sub}@example.com")});
+            format!("eyJhbGciOiJSUzI1NiJ9.{}.c2ln", b64(&claims.to_string()))
+        };
+        let allowed = check("GET", Some(&jwt("user-9")));
+        assert_eq!(allowed.status, 200, "{allowed}");
+        assert_eq!(
+            allowed.json_str("reason").as_deref(),
+            Some("authenticated subject")
+        );
+        service.deny_subject("user-9", "suspended");
+        let denied = check("GET", Some(&jwt("user-9")));
+        assert_eq!(denied.status, 403, "{denied}");
+        assert_eq!(denied.json_str("reason").as_deref(), Some("suspended"));
+        let no_sub = format!("eyJhbGciOiJSUzI1NiJ9.{}.c2ln", b64("{\"iss\":\"x\"}"));
+        assert_eq!(check("GET", Some(&no_sub)).status, 403);
+
+        let health = Req::get(service.url("/ext_authzfoo")).send();
+        assert_eq!(health.status, 404, "only the /ext_authz/ prefix is a check");
+        assert_eq!(service.request_count(), 0, "checks are not logged");
     }
 
     #[test]
