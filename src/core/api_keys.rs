@@ -140,6 +140,12 @@ impl ApiKeys {
         })
     }
 
+    /// Whether `presented` is one of the configured keys, in whatever state.
+    pub fn is_configured(&self, presented: &str) -> bool {
+        let digest: KeyDigest = Sha256::digest(presented.as_bytes()).into();
+        self.by_digest.contains_key(&digest)
+    }
+
     pub fn check(&self, presented: &str, now_s: i64) -> Result<&ApiKey, ApiKeyError> {
         let digest: KeyDigest = Sha256::digest(presented.as_bytes()).into();
         // The map is keyed by the digest, not the key, so its lookup time says nothing useful

@@ -265,7 +265,14 @@ impl Run<'_, '_> {
         let mut refused_keys: Vec<&str> = Vec::new();
         for candidate in candidates {
             let secret = candidate.secret();
-            if matches!(candidate, Candidate::OpaqueToken(_)) && refused_keys.contains(&secret) {
+            if matches!(candidate, Candidate::OpaqueToken(_))
+                && (refused_keys.contains(&secret)
+                    || self
+                        .config
+                        .api_keys
+                        .as_ref()
+                        .is_some_and(|keys| keys.is_configured(secret)))
+            {
                 continue;
             }
             match self.check(candidate) {
