@@ -583,3 +583,40 @@ fn enterprise_failures_follow_failure_mode_and_are_not_cached() {
         authz_call(run(&config, &mut state, &headers).0);
     }
 }
+
+#[test]
+fn a_configured_key_in_the_wrong_header_is_never_asked_about_as_an_agent_token() {
+    let json = json!({
+        "jwt_providers": {"corp": {"issuer": fixtures::ISSUER, "local_jwks": fixtures::JWKS}},
+        "api_keys": {"keys": [
+            {"id": "ci", "sha256": LIVE_KEY_SHA256, "principal": "svc:ci"},
+            {"id": "old", "sha256": RETIRED_KEY_SHA256, "principal": "svc:old", "active": false}]},
+        "opaque_tokens": "enterprise",
+        "rules": [{"match": {"prefix": "/"}, "requires_any": ["api_key", "opaque_token"],
+                   "enterprise": true}],
+        "enterprise": {"cluster": "authz", "authority": "authz.internal"}
+    });
+    let config = Config::parse(json.to_string().as_bytes()).unwrap();
+    let mut state = State::new(&config);
+    for (header, value) in [
+        ("authorization", "Bearer ek_live_7Qm2p9XvT4"),
+        ("x-api-key", "sk-agent-retired"),
+    ] {
+        let headers = with_header(request("/v1/x", None), header, value);
+        let (step, _) = run(&config, &mut state, &headers);
+        assert!(
+            !matches!(step, Step::CallAuthz(_)),
+            "{header}: a configured key went to the authorization service: {step:?}"
+        );
+    }
+    // A value that is no configured key is an agent token for the service to judge.
+    let agent = with_header(
+        request("/v1/x", None),
+        "authorization",
+        "Bearer agt_0123456789",
+    );
+    assert!(matches!(
+        run(&config, &mut state, &agent).0,
+        Step::CallAuthz(_)
+    ));
+}
