@@ -6,11 +6,11 @@
 //! ```text
 //! authgate-bench [--smoke] [--rounds 3] [--duration 5] [--warmup 1] [--tokens 20000]
 //!                [--flood 20000] [--connections 32] [--out bench/results] [--only k1,k2] [--no-pin]
-//!                [--quiet-wait 15] [--quiet-budget 120] [--retries 2] [--time-budget 540]
+//!                [--quiet-wait 15] [--quiet-budget 120] [--retries 2] [--time-budget 480]
 //! ```
 //! Other jobs on the machine skew the numbers, so before each run it waits (up to `--quiet-wait`
 //! s, `--quiet-budget` s in all) until the machine is idle, and a run that other work disturbed
-//! anyway (over 10 % of a core) is repeated, up to `--retries` times while the whole benchmark
+//! anyway (over 10 % of a core where it matters) is repeated, up to `--retries` times while the whole benchmark
 //! stays within `--time-budget`; the least disturbed attempt counts.
 
 use std::collections::BTreeMap;
@@ -100,7 +100,7 @@ fn parse_args() -> Result<Args, String> {
             quiet_wait: Duration::from_secs(15),
             quiet_budget: Duration::from_secs(120),
             retries: 2,
-            time_budget: Duration::from_secs(540),
+            time_budget: Duration::from_secs(480),
         }
     };
     let mut iter = raw.into_iter();
@@ -333,7 +333,7 @@ impl Bench<'_> {
         let before = envoy.counters();
         let cpu_before = envoy.cpu_time();
         let authz_before = cpu::process_cpu_time(self.authz_pid);
-        let machine_before = cpu::cpu_busy_and_total(None);
+        let cores_before = self.core_busy();
         let loaded = self.run_load(
             &envoy,
             &self.credentials.files[&variant.credential],
@@ -342,7 +342,7 @@ impl Bench<'_> {
         );
         let cpu_after = envoy.cpu_time();
         let authz_after = cpu::process_cpu_time(self.authz_pid);
-        let machine_after = cpu::cpu_busy_and_total(None);
+        let cores_after = self.core_busy();
         let after = envoy.counters();
         run.counter_deltas = after
             .iter()
@@ -364,12 +364,19 @@ impl Bench<'_> {
         match loaded {
             Ok((load, wall)) => {
                 run.load_wall_s = Some(wall.as_secs_f64());
-                // Whatever the machine did besides Envoy, the generator and the service.
-                if let (Some((after, _)), Some((before, _)), Some(envoy_s)) =
-                    (machine_after, machine_before, run.envoy_cpu_s)
-                {
-                    let busy = after.saturating_sub(before).as_secs_f64();
-                    run.other_cpu_s = Some((busy - envoy_s - authz_s - load.cpu_s).max(0.0));
+                // What each core did besides our processes on it.
+                let busy = |i: usize| match (cores_after[i], cores_before[i]) {
+                    (Some(a), Some(b)) => Some(a.saturating_sub(b).as_secs_f64()),
+                    _ => None,
+                };
+                let envoy_s = run.envoy_cpu_s.unwrap_or(0.0);
+                let client_s = authz_s + load.cpu_s;
+                if self.envoy_cpu.is_some() {
+                    run.other_cpu_envoy_core_s = busy(0).map(|b| (b - envoy_s).max(0.0));
+                    run.other_cpu_client_core_s = busy(1).map(|b| (b - client_s).max(0.0));
+                } else {
+                    let other = busy(0).map(|b| (b - envoy_s - client_s).max(0.0));
+                    run.other_cpu_envoy_core_s = other;
                 }
                 run.errors.extend(load_problems(&load));
                 run.load = Some(load);
@@ -383,6 +390,16 @@ impl Bench<'_> {
             ));
         }
         run
+    }
+
+    /// Busy time so far of Envoy's core and of the client core when pinned (else of the whole
+    /// machine, in the first slot).
+    fn core_busy(&self) -> [Option<Duration>; 2] {
+        let busy = |cpu| cpu::cpu_busy_and_total(cpu).map(|(busy, _)| busy);
+        match (self.envoy_cpu, self.client_cpu) {
+            (Some(envoy), Some(client)) => [busy(Some(envoy)), busy(Some(client))],
+            _ => [busy(None), None],
+        }
     }
 
     /// Runs the load generator (pinned) and returns its report and its wall time.
@@ -675,12 +692,12 @@ fn run(args: &Args) -> Result<bool, String> {
                 let mut run = bench.run_variant(variant, round);
                 run.waited_for_quiet_s = waited.as_secs_f64();
                 run.machine_was_quiet = quiet;
-                let disturbance = run.other_work_share().unwrap_or(0.0);
+                let disturbance = run.disturbance().unwrap_or(0.0);
                 // A failure is the variant's own, not noise: it is kept and never retried.
                 let settled = !run.ok() || disturbance <= NOISY_SHARE;
-                let less_disturbed = kept.as_ref().is_none_or(|k| {
-                    run.ok() && disturbance < k.other_work_share().unwrap_or(f64::MAX)
-                });
+                let less_disturbed = kept
+                    .as_ref()
+                    .is_none_or(|k| run.ok() && disturbance < k.disturbance().unwrap_or(f64::MAX));
                 if less_disturbed {
                     kept = Some(run);
                 }
@@ -767,12 +784,12 @@ fn describe(run: &VariantRun) -> String {
     match (&run.load, run.errors.first()) {
         (_, Some(e)) => format!("FAILED: {e}"),
         (Some(load), None) => format!(
-            "{:>8.0} rps  p50 {:>6} µs  p99 {:>6} µs  ready {:.2} s  other work {:>3.0} %{}",
+            "{:>8.0} rps  p50 {:>6} µs  p99 {:>6} µs  ready {:.2} s  disturbed {:>3.0} %{}",
             load.rps,
             load.p50_us,
             load.p99_us,
             run.time_to_ready_s.unwrap_or(0.0),
-            100.0 * run.other_work_share().unwrap_or(0.0),
+            100.0 * run.disturbance().unwrap_or(0.0),
             if run.attempts > 1 {
                 format!("  (attempt {})", run.attempts)
             } else {

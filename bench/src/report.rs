@@ -26,9 +26,10 @@ pub struct VariantRun {
     pub load_wall_s: Option<f64>,
     /// CPU time of the reference authorization service during the load (variants that use it).
     pub authz_service_cpu_s: Option<f64>,
-    /// CPU time used during the load by processes other than Envoy, the load generator and the
-    /// authorization service (other work on the machine), in core-seconds.
-    pub other_cpu_s: Option<f64>,
+    /// CPU time that other processes took during the load on Envoy's core (unpinned: on the
+    /// whole machine), and on the core of the load generator and the authorization service.
+    pub other_cpu_envoy_core_s: Option<f64>,
+    pub other_cpu_client_core_s: Option<f64>,
     /// 1 + how many times this run was repeated because other work disturbed it.
     pub attempts: usize,
     /// Counters that changed during the load: authgate's (`authgate.*`) and
@@ -47,9 +48,19 @@ impl VariantRun {
         self.errors.is_empty() && self.load.is_some()
     }
 
-    /// Other work on the machine during the load, as a share of one core.
-    pub fn other_work_share(&self) -> Option<f64> {
-        Some(self.other_cpu_s? / self.load_wall_s?)
+    /// How much other work could have changed this run, as a share of one core: other work on
+    /// Envoy's core, and on the client core too unless Envoy was saturated (then the client
+    /// side was not the limit).
+    pub fn disturbance(&self) -> Option<f64> {
+        let wall = self.load_wall_s?;
+        let on_envoy = self.other_cpu_envoy_core_s? / wall;
+        let envoy_saturated = self.envoy_cpu_s.is_some_and(|cpu| cpu / wall >= 0.9);
+        let on_client = self.other_cpu_client_core_s.unwrap_or(0.0) / wall;
+        Some(if envoy_saturated {
+            on_envoy
+        } else {
+            on_envoy.max(on_client)
+        })
     }
 
     fn rps(&self) -> Option<f64> {
@@ -83,8 +94,9 @@ pub struct Summary {
     /// Requests to the authorization service per request served (variants that use it).
     pub authz_calls_per_request: Option<f64>,
     pub authz_service_busy_pct: Option<f64>,
-    /// Other processes' CPU during the load, in % of one core.
-    pub other_work_pct: Option<f64>,
+    /// Other processes' CPU during the load, in % of one core: on Envoy's core, on the other.
+    pub other_work_envoy_core_pct: Option<f64>,
+    pub other_work_client_core_pct: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -251,9 +263,14 @@ pub fn summarize(
                         .filter_map(|r| Some(100.0 * r.authz_service_cpu_s? / r.load_wall_s?))
                         .collect(),
                 ),
-                other_work_pct: median(
+                other_work_envoy_core_pct: median(
                     ok.iter()
-                        .filter_map(|r| Some(100.0 * r.other_work_share()?))
+                        .filter_map(|r| Some(100.0 * r.other_cpu_envoy_core_s? / r.load_wall_s?))
+                        .collect(),
+                ),
+                other_work_client_core_pct: median(
+                    ok.iter()
+                        .filter_map(|r| Some(100.0 * r.other_cpu_client_core_s? / r.load_wall_s?))
                         .collect(),
                 ),
             };
@@ -400,8 +417,11 @@ pub fn main_table(results: &Results) -> String {
         if let Some(busy) = s.authz_service_busy_pct {
             notes.push(format!("authz service busy {busy:.0} %"));
         }
-        if let Some(other) = s.other_work_pct.filter(|p| *p >= 5.0) {
-            notes.push(format!("other work {other:.0} %"));
+        if let Some(other) = s.other_work_envoy_core_pct.filter(|p| *p >= 5.0) {
+            notes.push(format!("other work on Envoy's core {other:.0} %"));
+        }
+        if let Some(other) = s.other_work_client_core_pct.filter(|p| *p >= 5.0) {
+            notes.push(format!("on the client core {other:.0} %"));
         }
         for run in result.runs.iter().filter(|r| !r.ok()) {
             let first = run
@@ -483,16 +503,39 @@ pub fn markdown(results: &Results) -> String {
         m.load_average_at_start,
         m.total_wall_s
     );
+    let disturbed: Vec<&str> = results
+        .variants
+        .iter()
+        .filter(|r| {
+            let s = &r.summary;
+            s.other_work_envoy_core_pct.unwrap_or(0.0) > 10.0
+                || (s.envoy_busy_pct.unwrap_or(100.0) < 90.0
+                    && s.other_work_client_core_pct.unwrap_or(0.0) > 10.0)
+        })
+        .map(|r| r.key.as_str())
+        .collect();
+    if !disturbed.is_empty() {
+        let _ = writeln!(
+            out,
+            "**Warning: other work on the machine disturbed {} of {} variants ({}), even after \
+             retries: their RPS and ratios are skewed (Envoy CPU µs/req much less so). Rerun \
+             `make bench` on an idle machine.**\n",
+            disturbed.len(),
+            results.variants.len(),
+            disturbed.join(", ")
+        );
+    }
     out.push_str(&main_table(results));
     out.push_str(
         "\n`× jwt_authn` compares with jwt_authn with its cache for the one-token variants and \
          without it for the distinct-token ones. Envoy CPU µs/req is Envoy's CPU time (all \
          threads) during the load divided by the requests it served; `Envoy busy` near 100 % \
          means Envoy, not the load generator or the authorization service, was the limit. \
-         `other work` is CPU time that processes outside the benchmark took during the load, in \
-         % of one core (shown from 5 %); a run disturbed by more than 10 % is repeated while the \
-         time budget allows, and the least disturbed attempt is kept. `authz calls/req` counts \
-         requests to the authorization service.\n\n",
+         `other work on Envoy's core` / `on the client core` is CPU time that processes outside \
+         the benchmark took on that core during the load, in % of one core (shown from 5 %). A \
+         run disturbed by more than 10 % (on Envoy's core; on the client core too when Envoy was \
+         not saturated) is repeated while the time budget allows, and the least disturbed \
+         attempt is kept. `authz calls/req` counts requests to the authorization service.\n\n",
     );
 
     out.push_str("## Startup and memory\n\n| variant | time to ready (s) | idle RSS (MiB) |\n| --- | ---: | ---: |\n");
