@@ -22,7 +22,7 @@ const MAX_HEADERS: usize = 32;
 const MAX_HEADER_VALUE: usize = 4096;
 const MAX_REASON: usize = 256;
 /// Headers the service may not set on the upstream request: routing and framing belong to Envoy.
-const RESERVED_HEADERS: [&str; 10] = [
+pub const RESERVED_HEADERS: [&str; 10] = [
     "host",
     "content-length",
     "content-type",

@@ -686,7 +686,7 @@ pub fn complete_authz(
     };
     let answer = match enterprise.read_answer(status, body) {
         Ok(answer) => answer,
-        Err(error) => return failed(config, state, key, error, now_ms, metrics),
+        Err(error) => return fail_authz(config, state, key, error, now_ms, metrics),
     };
     metrics.increment(Metric::AuthzOk);
     let (decided, ttl_s) = match answer {
@@ -737,8 +737,9 @@ pub fn complete_authz(
     Resolution::Decided(decided)
 }
 
-/// The call failed: never cached; `allow_stale` looks for an expired allow to fall back on.
-fn failed(
+/// The call failed (no answer, or none readable; also a call that could not be made or passed
+/// its deadline): never cached; `allow_stale` looks for an expired allow to fall back on.
+pub fn fail_authz(
     config: &Config,
     state: &mut State,
     key: &DecisionKey,
@@ -764,19 +765,6 @@ fn failed(
         _ => None,
     };
     Resolution::Failed { error, stale }
-}
-
-/// A failure that happened before any answer could be read (the call could not be made, or
-/// the deadline passed): what the waiting requests get.
-pub fn fail_authz(
-    config: &Config,
-    state: &mut State,
-    key: &DecisionKey,
-    error: AuthzError,
-    now_ms: u64,
-    metrics: &mut dyn MetricSink,
-) -> Resolution {
-    failed(config, state, key, error, now_ms, metrics)
 }
 
 /// What one waiting request gets from a resolution.
