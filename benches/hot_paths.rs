@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use authgate::core::backoff::MemoryStore;
 use authgate::core::config::Config;
 use authgate::core::engine::{decide, Context, Effects, State, Step};
+use authgate::core::header_pairs;
 use authgate::core::jwks::KeySet;
 use authgate::core::jwt;
 use authgate::core::metrics::Recorded;
@@ -61,8 +62,9 @@ fn enterprise_config() -> Config {
     Config::parse(json.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn headers(path: &str, token: &str) -> Vec<(String, String)> {
-    [
+/// The request headers as the host serializes them (the filter decodes them per request).
+fn headers(path: &str, token: &str) -> Vec<u8> {
+    header_pairs::encode(&[
         (":method", "POST"),
         (":path", path),
         (":authority", "api.example.com"),
@@ -71,13 +73,12 @@ fn headers(path: &str, token: &str) -> Vec<(String, String)> {
         ("user-agent", "agent/1.0"),
         ("x-request-id", "8d6f1c2e-1111-2222-3333-444455556666"),
         ("authorization", &format!("Bearer {token}")),
-    ]
-    .iter()
-    .map(|(n, v)| (n.to_string(), v.to_string()))
-    .collect()
+    ])
 }
 
-fn run(config: &Config, state: &mut State, headers: &[(String, String)]) -> Step {
+fn run(config: &Config, state: &mut State, header_block: &[u8]) -> Step {
+    let pairs = header_pairs::decode(header_block).unwrap();
+    let headers = header_pairs::as_strs(&pairs);
     let mut metrics = Recorded::default();
     let mut shared = MemoryStore::default();
     let ctx = Context {
@@ -89,7 +90,7 @@ fn run(config: &Config, state: &mut State, headers: &[(String, String)]) -> Step
         metrics: &mut metrics,
         shared: &mut shared,
     };
-    decide(config, state, &Request::new(headers), ctx, effects).step
+    decide(config, state, &Request::new(&headers), ctx, effects).step
 }
 
 fn main() {

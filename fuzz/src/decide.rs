@@ -34,7 +34,7 @@ use authgate::core::engine::{
 use authgate::core::jwks::KeySet;
 use authgate::core::metrics::Recorded;
 use authgate::core::replies::Reply;
-use authgate::core::request::Request;
+use authgate::core::request::{borrow_pairs, Request};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -796,8 +796,9 @@ pub fn check_decide(input: &DecideInput) {
         now_ms += u64::from(fuzz.advance_ms);
         let mut minted = Minted::default();
         let headers = fuzz.headers(&mut minted);
+        let borrowed = borrow_pairs(&headers);
         let source = fuzz.source();
-        let request = Request::new(&headers).with_source_address(source.as_deref());
+        let request = Request::new(&borrowed).with_source_address(source.as_deref());
         let mut step = run.decide(&request, now_ms, true);
         if let Step::WaitForKeys { provider } = step {
             count(run.known, Origin::Decide, &step);
@@ -1143,12 +1144,8 @@ pub fn smoke_config(config: &Config) {
         ],
     ];
     for (i, pairs) in requests.iter().enumerate() {
-        let headers: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
         let source = (i % 2 == 0).then_some("192.0.2.10:4000");
-        let request = Request::new(&headers).with_source_address(source);
+        let request = Request::new(pairs).with_source_address(source);
         for may_wait in [true, false] {
             let mut metrics = Recorded::default();
             let ctx = Context {

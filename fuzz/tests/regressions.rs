@@ -34,11 +34,7 @@ fn config(requires_any: &str) -> Config {
 
 /// What `decide` does with this request: a status, or "call_authz" when it asks the service.
 fn outcome(config: &Config, headers: &[(&str, &str)]) -> String {
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
-    let request = Request::new(&headers);
+    let request = Request::new(headers);
     let mut state = State::new(config);
     let mut shared = MemoryStore::default();
     let mut metrics = Recorded::default();

@@ -139,8 +139,10 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Incoming> {
     let url = parts.next()?.to_string();
     let mut headers = Vec::new();
     loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).ok()?;
+        // Field values may hold bytes that are not UTF-8 (obs-text); shown lossily.
+        let mut raw = Vec::new();
+        reader.read_until(b'\n', &mut raw).ok()?;
+        let header = String::from_utf8_lossy(&raw);
         let header = header.trim_end_matches(['\r', '\n']);
         if header.is_empty() {
             break;

@@ -309,18 +309,12 @@ mod tests {
         let table =
             keys(serde_json::json!({"headers": ["X-Api-Key", "authorization"], "keys": []}))
                 .unwrap();
-        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect()
-        };
-        let bearer = h(&[("authorization", "bearer sk-123")]);
+        let bearer = [("authorization", "bearer sk-123")];
         let found = table.find(&Request::new(&bearer)).unwrap();
         assert_eq!((found.value, found.header), ("sk-123", "authorization"));
-        let basic = h(&[("authorization", "Basic abc")]);
+        let basic = [("authorization", "Basic abc")];
         assert_eq!(table.find(&Request::new(&basic)), None);
-        let plain = h(&[("x-api-key", " k ")]);
+        let plain = [("x-api-key", " k ")];
         assert_eq!(table.find(&Request::new(&plain)).unwrap().value, "k");
     }
 }

@@ -95,19 +95,12 @@ pub fn backoff_key(ip: IpAddr) -> String {
 mod tests {
     use super::*;
 
-    fn request(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn forwarded_for_counts_trusted_hops_from_the_right() {
-        let h = request(&[
+        let h = [
             ("x-forwarded-for", "6.6.6.6, 203.0.113.7"),
             ("x-forwarded-for", "10.0.0.1"),
-        ]);
+        ];
         let r = Request::new(&h).with_source_address(Some("127.0.0.1:5000"));
         let pick = |hops| {
             ClientIpSource::ForwardedFor { trusted_hops: hops }

@@ -13,6 +13,7 @@ pub mod decision_cache;
 pub mod engine;
 pub mod extract;
 pub mod glob;
+pub mod header_pairs;
 pub mod identity;
 pub mod json_strict;
 pub mod jwks;

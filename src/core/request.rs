@@ -3,7 +3,7 @@
 use std::cell::OnceCell;
 
 pub struct Request<'a> {
-    headers: &'a [(String, String)],
+    headers: &'a [(&'a str, &'a str)],
     source: Source<'a>,
 }
 
@@ -16,7 +16,7 @@ enum Source<'a> {
 }
 
 impl<'a> Request<'a> {
-    pub fn new(headers: &'a [(String, String)]) -> Self {
+    pub fn new(headers: &'a [(&'a str, &'a str)]) -> Self {
         Request {
             headers,
             source: Source::Unknown,
@@ -48,12 +48,12 @@ impl<'a> Request<'a> {
     pub fn header(&self, name: &str) -> Option<&'a str> {
         self.headers
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
     }
 
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
-        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.headers.iter().copied()
     }
 
     pub fn method(&self) -> &'a str {
@@ -80,7 +80,7 @@ impl<'a> Request<'a> {
     pub fn cookie(&self, name: &str) -> Option<&'a str> {
         self.headers
             .iter()
-            .filter(|(n, _)| n == "cookie")
+            .filter(|(n, _)| *n == "cookie")
             .flat_map(|(_, v)| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(n, _)| *n == name)
@@ -88,20 +88,21 @@ impl<'a> Request<'a> {
     }
 }
 
+/// Owned header pairs as the slices [`Request::new`] takes (for tools and tests).
+pub fn borrow_pairs(owned: &[(String, String)]) -> Vec<(&str, &str)> {
+    owned
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn path_drops_query_and_cookie_parsing() {
-        let h = headers(&[(":path", "/a/b?x=1"), ("cookie", "a=1; session=tok; b=2")]);
+        let h = [(":path", "/a/b?x=1"), ("cookie", "a=1; session=tok; b=2")];
         let r = Request::new(&h);
         assert_eq!(r.path(), "/a/b");
         assert_eq!(r.cookie("session"), Some("tok"));

@@ -16,7 +16,7 @@ impl Context for HoldHttp {}
 
 impl HttpContext for HoldHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if host::request_header(HOLD_HEADER).is_some() {
+        if host::has_request_header(HOLD_HEADER) {
             Action::Pause
         } else {
             Action::Continue

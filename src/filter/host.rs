@@ -4,7 +4,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 
 use crate::core::replies::Reply;
 
@@ -48,8 +48,31 @@ pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
         .flatten()
 }
 
-pub fn request_headers() -> Vec<(String, String)> {
-    hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+#[link(wasm_import_module = "env")]
+extern "C" {
+    // The SDK declares this import too, but its reader panics on header bytes outside UTF-8.
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// The request headers as the host serializes them (decoded by `core::header_pairs`); empty if
+/// the host has none to give.
+pub fn request_header_block() -> Vec<u8> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer to `size` bytes it allocated through the SDK's
+    // `proxy_on_memory_allocate` (a boxed `[u8]` of exactly that length), and hands their
+    // ownership to us; the SDK's own readers take them back the same way.
+    unsafe {
+        let status = proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size);
+        if status != Status::Ok || data.is_null() {
+            return Vec::new();
+        }
+        Vec::from_raw_parts(data, size, size)
+    }
 }
 
 /// The downstream connection's address (`ip:port`).
@@ -67,10 +90,9 @@ pub fn request_body(size: usize) -> Option<Vec<u8>> {
         .flatten()
 }
 
-pub fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+/// Whether the request has this header (its value is never read: it may not be UTF-8).
+pub fn has_request_header(name: &str) -> bool {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).is_ok_and(|v| v.is_some())
 }
 
 pub fn remove_request_header(name: &str) {
@@ -139,10 +161,10 @@ pub fn dispatch_post(
 
 /// Status and body of the callout response being delivered now; None if the body is too big.
 pub fn callout_response(body_size: usize, max_body: usize) -> (u16, Option<Vec<u8>>) {
-    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
         .ok()
         .flatten()
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
         .unwrap_or(0);
     if body_size > max_body {
         return (status, None);

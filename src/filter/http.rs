@@ -38,7 +38,7 @@ impl HttpContext for AuthHttp {
             return Action::Pause;
         };
         let vm = vm.as_ref();
-        let headers = host::request_headers();
+        let headers = host::request_header_block();
         let Some(decision) = vm.decide(&headers, true) else {
             // State busy means re-entrancy we did not expect: fail closed, visibly.
             host::send_reply(&replies::jwks_unavailable(None));

@@ -13,6 +13,7 @@ use crate::core::decision_cache::DecisionKey;
 use crate::core::engine::{
     self, AuthzCall, Context, Decision, Effects, Pending, Resolution, State, Step,
 };
+use crate::core::header_pairs;
 use crate::core::llm_replies::LlmReply;
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::replies;
@@ -52,7 +53,8 @@ struct Waiter {
     provider: usize,
     generation: u64,
     deadline_ms: u64,
-    headers: Vec<(String, String)>,
+    /// The request headers as the host serialized them.
+    header_block: Vec<u8>,
 }
 
 /// Envoy counter ids, indexed like `Metric::ALL`.
@@ -109,8 +111,13 @@ impl Vm {
         (&self.counters).increment(metric);
     }
 
-    /// Decides for a request. Never holds a borrow across a host call that acts on a stream.
-    pub fn decide(&self, headers: &[(String, String)], may_wait: bool) -> Option<Decision> {
+    /// Decides for a request, given its serialized headers. Never holds a borrow across a host
+    /// call that acts on a stream.
+    pub fn decide(&self, header_block: &[u8], may_wait: bool) -> Option<Decision> {
+        // A block the host garbled reads as no headers: the request has no credential.
+        let pairs = header_pairs::decode(header_block).unwrap_or_default();
+        let headers = header_pairs::as_strs(&pairs);
+        let headers = headers.as_slice();
         let mut state = self.state.try_borrow_mut().ok()?;
         let now_ms = host::now_ms();
         let log = self.debug_enabled(now_ms);
@@ -148,7 +155,7 @@ impl Vm {
         enabled
     }
 
-    pub fn add_waiter(&self, context_id: u32, provider: usize, headers: Vec<(String, String)>) {
+    pub fn add_waiter(&self, context_id: u32, provider: usize, header_block: Vec<u8>) {
         let generation = self
             .state
             .try_borrow()
@@ -170,7 +177,7 @@ impl Vm {
                 provider,
                 generation,
                 deadline_ms,
-                headers,
+                header_block,
             });
         }
     }
@@ -204,7 +211,7 @@ impl Vm {
             Err(_) => return,
         };
         for waiter in ready {
-            let Some(decision) = self.decide(&waiter.headers, false) else {
+            let Some(decision) = self.decide(&waiter.header_block, false) else {
                 continue;
             };
             // An authorization call is made from the root context, which outlives the request.
@@ -218,7 +225,9 @@ impl Vm {
                 _ => decision,
             };
             if host::set_effective_context(waiter.context_id) {
-                let request_id = Request::new(&waiter.headers).request_id();
+                let pairs = header_pairs::decode(&waiter.header_block).unwrap_or_default();
+                let headers = header_pairs::as_strs(&pairs);
+                let request_id = Request::new(&headers).request_id();
                 self.execute_paused(waiter.context_id, decision.step, request_id);
             }
         }

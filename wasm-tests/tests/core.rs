@@ -8,7 +8,7 @@ use authgate::core::backoff::MemoryStore;
 use authgate::core::config::Config;
 use authgate::core::engine::{decide, Context, Effects, State, Step};
 use authgate::core::metrics::{Metric, Recorded};
-use authgate::core::request::Request;
+use authgate::core::request::{borrow_pairs, Request};
 use serde_json::{json, Value};
 
 #[cfg(target_arch = "wasm32")]
@@ -65,7 +65,8 @@ fn run_at(
         may_wait: true,
         log: true,
     };
-    let request = Request::new(headers).with_source_address(Some("192.0.2.10:40000"));
+    let headers = borrow_pairs(headers);
+    let request = Request::new(&headers).with_source_address(Some("192.0.2.10:40000"));
     let effects = Effects {
         metrics: &mut metrics,
         shared,

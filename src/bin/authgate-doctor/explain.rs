@@ -159,15 +159,13 @@ fn decide(config: &Config, state: &mut State, token: &str, args: &[String], now_
         .to_ascii_uppercase();
     let path = option(args, "--path").unwrap_or("/");
     let host = option(args, "--host").unwrap_or("localhost");
-    let headers: Vec<(String, String)> = [
+    let bearer = format!("Bearer {token}");
+    let headers = [
         (":method", method.as_str()),
         (":path", path),
         (":authority", host),
-        ("authorization", &format!("Bearer {token}")),
-    ]
-    .iter()
-    .map(|(n, v)| (n.to_string(), v.to_string()))
-    .collect();
+        ("authorization", bearer.as_str()),
+    ];
     let request = Request::new(&headers).with_source_address(Some("127.0.0.1:1"));
     if let Some(index) = engine::matching_rule(config, &request) {
         println!("  rule: rules[{index}] matches {method} {host}{path}");
