@@ -6,16 +6,25 @@ SHELL := /bin/bash
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 TOOLS := .tools
-WASM := target/wasm32-wasip1/release/authgate.wasm
+# What `make build` ships: cargo's module without the exports of callbacks the filter leaves at
+# the SDK's defaults, so Envoy skips those calls on every request (tools/trim-exports).
+WASM := target/authgate.wasm
+CARGO_WASM := target/wasm32-wasip1/release/authgate.wasm
+UNUSED_CALLBACKS := proxy_on_request_trailers proxy_on_response_headers proxy_on_response_body \
+	proxy_on_response_trailers proxy_on_log proxy_on_done
+TRIM := target/release/authgate-trim-exports
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
 export ENVOY_BIN := $(CURDIR)/$(ENVOY)
 export AUTHGATE_WASM := $(CURDIR)/$(WASM)
 NOOP_WASM := target/wasm32-wasip1/release/authgate_noop_filter.wasm
 export AUTHGATE_NOOP_WASM := $(CURDIR)/$(NOOP_WASM)
+# The no-op filter with the same exports removed: the floor for a filter built like authgate.
+NOOP_TRIMMED_WASM := target/authgate_noop_filter.trimmed.wasm
+export AUTHGATE_NOOP_TRIMMED_WASM := $(CURDIR)/$(NOOP_TRIMMED_WASM)
 
 .PHONY: setup build test test-core test-wasm test-integration validate run lint clean doctor wasm-sha256 \
-	bench bench-smoke fuzz fuzz-smoke soak
+	bench bench-smoke fuzz fuzz-smoke soak noop-filter
 
 setup: $(ENVOY) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION)
 	@rustup target list --installed | grep -q wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -34,7 +43,14 @@ $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION):
 
 build: setup
 	cargo build --release --target wasm32-wasip1 -p authgate
+	cargo build --release --quiet -p authgate-trim-exports
+	$(TRIM) $(CARGO_WASM) $(WASM) $(UNUSED_CALLBACKS)
 	@ls -l $(WASM) | awk '{print "built " $$9 " (" $$5 " bytes)"}'
+
+noop-filter: setup
+	cargo build --release --target wasm32-wasip1 -p authgate-noop-filter
+	cargo build --release --quiet -p authgate-trim-exports
+	$(TRIM) $(NOOP_WASM) $(NOOP_TRIMMED_WASM) $(UNUSED_CALLBACKS)
 
 test: build test-core test-wasm validate test-integration bench-smoke
 
@@ -64,16 +80,14 @@ doctor:
 # variant, report in bench/results/latest.md and .json. Options through BENCH_ARGS, e.g.
 # make bench BENCH_ARGS="--rounds 5 --duration 10". Release builds: the load generator and the
 # authorization service must not be the bottleneck.
-bench: build
-	cargo build --release --target wasm32-wasip1 -p authgate-noop-filter
+bench: build noop-filter
 	cargo build --release -p authgate-bench
 	cargo build --release -p authgate-integration --bin authgate-authz
 	target/release/authgate-bench $(BENCH_ARGS)
 
 # One short round of every variant (report in target/bench-smoke/): fails when a variant does
 # not start or answers anything but 200; asserts nothing about speed. Debug builds suffice.
-bench-smoke: build
-	cargo build --release --target wasm32-wasip1 -p authgate-noop-filter
+bench-smoke: build noop-filter
 	cargo build -p authgate-bench
 	cargo build -p authgate-integration --bin authgate-authz
 	target/debug/authgate-bench --smoke

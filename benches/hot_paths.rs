@@ -25,7 +25,18 @@ use serde_json::json;
 /// 2030-01-01 in ms: inside every fixture token's validity.
 const NOW_MS: u64 = 1_893_456_000_000;
 
+/// `cargo bench --bench hot_paths -- WORD` measures only the operations whose name has WORD.
+fn selected(name: &str) -> bool {
+    std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .is_none_or(|word| name.contains(&word))
+}
+
 fn measure(name: &str, mut op: impl FnMut()) {
+    if !selected(name) {
+        return;
+    }
     // Warm up, then run for about half a second.
     for _ in 0..10 {
         op();

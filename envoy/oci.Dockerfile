@@ -3,4 +3,4 @@
 #   docker build -f envoy/oci.Dockerfile -t registry.example.com/authgate:0.1.0 .
 # `make wasm-sha256` prints the module's SHA-256 for the manifest.
 FROM scratch
-COPY target/wasm32-wasip1/release/authgate.wasm ./plugin.wasm
+COPY target/authgate.wasm ./plugin.wasm

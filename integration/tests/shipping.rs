@@ -174,9 +174,6 @@ fn oci_image_holds_the_module_as_plugin_wasm() {
         .collect();
     assert_eq!(
         instructions,
-        [
-            "FROM scratch",
-            "COPY target/wasm32-wasip1/release/authgate.wasm ./plugin.wasm"
-        ]
+        ["FROM scratch", "COPY target/authgate.wasm ./plugin.wasm"]
     );
 }

@@ -197,6 +197,6 @@ pub fn record(metric_id: u32, value: u64) {
     let _ = hostcalls::record_metric(metric_id, value);
 }
 
-pub fn increment(metric_id: u32) {
-    let _ = hostcalls::increment_metric(metric_id, 1);
+pub fn increment_by(metric_id: u32, count: u64) {
+    let _ = hostcalls::increment_metric(metric_id, i64::try_from(count).unwrap_or(i64::MAX));
 }

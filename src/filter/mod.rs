@@ -3,6 +3,7 @@
 
 mod authz_call;
 mod body_wait;
+mod counters;
 mod hold;
 mod host;
 mod http;

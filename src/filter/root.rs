@@ -7,14 +7,15 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
-use crate::core::config::{JwksSource, Plugin};
+use crate::core::config::Plugin;
 use crate::filter::hold::HoldHttp;
 use crate::filter::host;
 use crate::filter::http::AuthHttp;
 use crate::filter::jwks_fetch::Fetcher;
 use crate::filter::vm::Vm;
 
-/// Ticks notice key sets fetched by other VMs and answer waiting requests promptly.
+/// Ticks hand the VM's counts to Envoy, notice key sets fetched by other VMs and answer waiting
+/// requests promptly.
 const TICK: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
@@ -62,21 +63,15 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let has_remote = config
-            .providers
-            .iter()
-            .any(|p| matches!(p.jwks, JwksSource::Remote(_)));
-        let config_has_enterprise = config.enterprise.is_some();
         self.fetcher = Fetcher::new(&config);
         self.vm = Some(Rc::new(Vm::new(config)));
-        if has_remote || config_has_enterprise {
-            host::set_tick_period(TICK);
-        }
+        host::set_tick_period(TICK);
         true
     }
 
     fn on_tick(&mut self) {
         if let Some(vm) = &self.vm {
+            vm.flush_counters();
             self.fetcher.tick(vm);
             if vm.has_authz_calls() {
                 vm.deliver(vm.sweep_authz(), None);

@@ -20,6 +20,7 @@ use crate::core::replies;
 use crate::core::request::Request;
 use crate::filter::authz_call::{AuthzCalls, Inflight, Owner};
 use crate::filter::body_wait::{BodyRead, BodyWait};
+use crate::filter::counters::Counters;
 use crate::filter::host;
 
 /// Slack beyond the JWKS fetch timeout before a waiting request is answered regardless:
@@ -57,28 +58,6 @@ struct Waiter {
     header_block: Vec<u8>,
 }
 
-/// Envoy counter ids, indexed like `Metric::ALL`.
-pub struct Counters(Vec<Option<u32>>);
-
-impl Counters {
-    fn define() -> Self {
-        Counters(
-            Metric::ALL
-                .iter()
-                .map(|m| host::define_counter(m.name()))
-                .collect(),
-        )
-    }
-}
-
-impl MetricSink for &Counters {
-    fn increment(&mut self, metric: Metric) {
-        if let Some(Some(id)) = self.0.get(metric.index()) {
-            host::increment(*id);
-        }
-    }
-}
-
 /// Envoy shared data, for counts every worker must see.
 struct HostShared;
 
@@ -109,6 +88,11 @@ impl Vm {
 
     pub fn count(&self, metric: Metric) {
         (&self.counters).increment(metric);
+    }
+
+    /// Hands the counts of this VM to Envoy (from the root context's tick).
+    pub fn flush_counters(&self) {
+        self.counters.flush();
     }
 
     /// Decides for a request, given its serialized headers. Never holds a borrow across a host
