@@ -64,62 +64,102 @@ impl Modulus {
         if !less_than(&base, &self.n) {
             return None;
         }
-        let mut scratch = vec![0u32; k + 2];
+        let mut wide = vec![0u32; 2 * k];
         let mut base_m = vec![0u32; k];
-        self.mul(&base, &self.r2, &mut base_m, &mut scratch);
+        product(&base, &self.r2, &mut wide);
+        self.reduce(&mut wide, &mut base_m);
         let mut acc = base_m.clone();
-        let mut tmp = vec![0u32; k];
         // Left to right over the exponent's bits after the leading one: 65537 is 16 squarings
         // and one multiplication.
         let top = 63 - exponent.leading_zeros();
         for bit in (0..top).rev() {
-            self.mul(&acc, &acc, &mut tmp, &mut scratch);
-            std::mem::swap(&mut acc, &mut tmp);
+            square(&acc, &mut wide);
+            self.reduce(&mut wide, &mut acc);
             if exponent >> bit & 1 == 1 {
-                self.mul(&acc, &base_m, &mut tmp, &mut scratch);
-                std::mem::swap(&mut acc, &mut tmp);
+                product(&acc, &base_m, &mut wide);
+                self.reduce(&mut wide, &mut acc);
             }
         }
-        // Out of Montgomery form: multiply by 1.
-        let mut one = vec![0u32; k];
-        one[0] = 1;
-        self.mul(&acc, &one, &mut tmp, &mut scratch);
-        Some(limbs_to_be(&tmp, self.byte_len))
+        // Out of Montgomery form: one reduction of acc alone.
+        wide.fill(0);
+        wide[..k].copy_from_slice(&acc);
+        self.reduce(&mut wide, &mut acc);
+        Some(limbs_to_be(&acc, self.byte_len))
     }
 
-    /// out = a·b·R⁻¹ mod n (CIOS). `a` and `b` are below n; so is `out`.
-    fn mul(&self, a: &[u32], b: &[u32], out: &mut [u32], t: &mut [u32]) {
+    /// out = t·R⁻¹ mod n (Montgomery reduction); `t` (2k limbs, below n·R) is overwritten.
+    fn reduce(&self, t: &mut [u32], out: &mut [u32]) {
         let n = &self.n;
         let k = n.len();
-        t.fill(0);
-        for &b_i in b.iter().take(k) {
-            let b_i = u64::from(b_i);
+        // The carry out of t[i + k], which belongs to t[i + k + 1].
+        let mut overflow = 0u64;
+        for i in 0..k {
+            let m = u64::from(t[i].wrapping_mul(self.n0_inv));
             let mut carry = 0u64;
-            for j in 0..k {
-                let sum = u64::from(t[j]) + u64::from(a[j]) * b_i + carry;
-                t[j] = sum as u32;
+            for (t_j, &n_j) in t[i..i + k].iter_mut().zip(n) {
+                let sum = u64::from(*t_j) + m * u64::from(n_j) + carry;
+                *t_j = sum as u32;
                 carry = sum >> 32;
             }
-            let sum = u64::from(t[k]) + carry;
-            t[k] = sum as u32;
-            t[k + 1] = (sum >> 32) as u32;
-
-            let m = u64::from(t[0].wrapping_mul(self.n0_inv));
-            let mut carry = (u64::from(t[0]) + m * u64::from(n[0])) >> 32;
-            for j in 1..k {
-                let sum = u64::from(t[j]) + m * u64::from(n[j]) + carry;
-                t[j - 1] = sum as u32;
-                carry = sum >> 32;
-            }
-            let sum = u64::from(t[k]) + carry;
-            t[k - 1] = sum as u32;
-            t[k] = t[k + 1] + (sum >> 32) as u32;
-            t[k + 1] = 0;
+            let sum = u64::from(t[i + k]) + carry + overflow;
+            t[i + k] = sum as u32;
+            overflow = sum >> 32;
         }
-        out.copy_from_slice(&t[..k]);
-        if t[k] != 0 || !less_than(out, n) {
+        out.copy_from_slice(&t[k..]);
+        if overflow != 0 || !less_than(out, n) {
             subtract_in_place(out, n);
         }
+    }
+}
+
+// The products below iterate with `zip` over subslices: no bounds check in the inner loops,
+// which V8 does not remove by itself.
+
+/// t = a·b (t has a.len() + b.len() limbs).
+fn product(a: &[u32], b: &[u32], t: &mut [u32]) {
+    let k = b.len();
+    t.fill(0);
+    for (i, &a_i) in a.iter().enumerate() {
+        let a_i = u64::from(a_i);
+        let mut carry = 0u64;
+        for (t_j, &b_j) in t[i..i + k].iter_mut().zip(b) {
+            let sum = u64::from(*t_j) + a_i * u64::from(b_j) + carry;
+            *t_j = sum as u32;
+            carry = sum >> 32;
+        }
+        t[i + k] = carry as u32;
+    }
+}
+
+/// t = a² (t has 2·a.len() limbs): each cross product once, doubled, then the squares added;
+/// about half the multiplications of `product(a, a)`.
+fn square(a: &[u32], t: &mut [u32]) {
+    let k = a.len();
+    t.fill(0);
+    for i in 0..k {
+        let a_i = u64::from(a[i]);
+        let mut carry = 0u64;
+        for (t_j, &a_j) in t[2 * i + 1..i + k].iter_mut().zip(&a[i + 1..]) {
+            let sum = u64::from(*t_j) + a_i * u64::from(a_j) + carry;
+            *t_j = sum as u32;
+            carry = sum >> 32;
+        }
+        t[i + k] = carry as u32;
+    }
+    let mut shifted_out = 0u32;
+    for limb in t.iter_mut() {
+        let top = *limb >> 31;
+        *limb = (*limb << 1) | shifted_out;
+        shifted_out = top;
+    }
+    let mut carry = 0u64;
+    for (pair, &a_i) in t.chunks_exact_mut(2).zip(a) {
+        let sq = u64::from(a_i) * u64::from(a_i);
+        let low = u64::from(pair[0]) + (sq & 0xffff_ffff) + carry;
+        pair[0] = low as u32;
+        let high = u64::from(pair[1]) + (sq >> 32) + (low >> 32);
+        pair[1] = high as u32;
+        carry = high >> 32;
     }
 }
 
@@ -231,9 +271,10 @@ mod tests {
             seed
         };
         for limbs in [2usize, 3, 8, 17, 64] {
-            for _ in 0..20 {
+            for round in 0..20 {
                 let mut n_bytes: Vec<u8> = (0..limbs * 4).map(|_| next() as u8).collect();
-                n_bytes[0] |= 0x80;
+                // Full top limbs, and top limbs with few bits (moduli like 2047 or 2049 bits).
+                n_bytes[0] = if round % 2 == 0 { n_bytes[0] | 0x80 } else { 1 };
                 *n_bytes.last_mut().unwrap() |= 1;
                 let n = BigUint::from_bytes_be(&n_bytes);
                 let base_bytes: Vec<u8> = (0..limbs * 4).map(|_| next() as u8).collect();
