@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use jwt_compact::alg::{Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
+use jwt_compact::alg::{Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key};
 use jwt_compact::{Algorithm, AlgorithmExt, Claims, Token, UntrustedToken, ValidationError};
 use serde::de::DeserializeOwned;
 
@@ -115,25 +115,8 @@ pub fn verify<T: DeserializeOwned, H: Clone>(
 ) -> Result<Claims<T>, ValidationError> {
     let claims = |token: Token<T, H>| token.into_parts().1;
     match (&key.material, alg) {
-        (KeyMaterial::Rsa(key), _) if key.fast.is_some() => match &key.fast {
-            Some(fast) if Alg::RSA_FAMILY.contains(&alg) => FastRsa(alg)
-                .validator::<T>(fast)
-                .validate(token)
-                .map(claims),
-            _ => Err(ValidationError::InvalidSignature),
-        },
-        (KeyMaterial::Rsa(key), _) => {
-            let public = &key.public;
-            let rsa = match alg {
-                Alg::Rs256 => Rsa::rs256(),
-                Alg::Rs384 => Rsa::rs384(),
-                Alg::Rs512 => Rsa::rs512(),
-                Alg::Ps256 => Rsa::ps256(),
-                Alg::Ps384 => Rsa::ps384(),
-                Alg::Ps512 => Rsa::ps512(),
-                _ => return Err(ValidationError::InvalidSignature),
-            };
-            rsa.validator::<T>(public).validate(token).map(claims)
+        (KeyMaterial::Rsa(key), _) if Alg::RSA_FAMILY.contains(&alg) => {
+            FastRsa(alg).validator::<T>(key).validate(token).map(claims)
         }
         (KeyMaterial::P256(public), Alg::Es256) => {
             Es256.validator::<T>(public).validate(token).map(claims)

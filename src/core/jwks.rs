@@ -5,7 +5,6 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rsa::{BigUint, RsaPublicKey};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -38,7 +37,7 @@ pub struct Key {
 
 #[derive(Clone)]
 pub enum KeyMaterial {
-    Rsa(Box<RsaKey>),
+    Rsa(Box<RsaVerifyingKey>),
     P256(p256::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
     Hmac(Vec<u8>),
@@ -54,13 +53,6 @@ impl fmt::Debug for KeyMaterial {
             KeyMaterial::Hmac(_) => "Hmac",
         })
     }
-}
-
-/// An RSA public key, with its precomputed fast verifier when the exponent allows one.
-#[derive(Clone)]
-pub struct RsaKey {
-    pub public: RsaPublicKey,
-    pub fast: Option<RsaVerifyingKey>,
 }
 
 impl Key {
@@ -173,21 +165,16 @@ fn parse_key(value: Value) -> Result<Key, String> {
 }
 
 fn rsa_key(jwk: &RawJwk) -> Result<KeyMaterial, String> {
-    let n_bytes = decode(jwk.n.as_deref(), "n")?;
-    let e_bytes = decode(jwk.e.as_deref(), "e")?;
-    let fast = RsaVerifyingKey::new(&n_bytes, &e_bytes);
-    let n = BigUint::from_bytes_be(&n_bytes);
-    let e = BigUint::from_bytes_be(&e_bytes);
-    let bits = n.bits();
+    let n = decode(jwk.n.as_deref(), "n")?;
+    let e = decode(jwk.e.as_deref(), "e")?;
+    let key = RsaVerifyingKey::new(&n, &e)?;
+    let bits = key.bits();
     if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
         return Err(format!(
             "RSA modulus of {bits} bits is outside {MIN_RSA_BITS}..={MAX_RSA_BITS}"
         ));
     }
-    // The `rsa` crate validates the key; verification then takes the fast path when it can.
-    RsaPublicKey::new_with_max_size(n, e, MAX_RSA_BITS)
-        .map(|public| KeyMaterial::Rsa(Box::new(RsaKey { public, fast })))
-        .map_err(|e| format!("invalid RSA key: {e}"))
+    Ok(KeyMaterial::Rsa(Box::new(key)))
 }
 
 fn p256_key(jwk: &RawJwk) -> Result<KeyMaterial, String> {

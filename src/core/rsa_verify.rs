@@ -6,8 +6,7 @@
 
 use std::borrow::Cow;
 
-use jwt_compact::alg::RsaSignature;
-use jwt_compact::Algorithm;
+use jwt_compact::{Algorithm, AlgorithmSignature};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use crate::core::alg::{Alg, NoSigningKey};
@@ -20,22 +19,43 @@ pub struct RsaVerifyingKey {
     exponent: u64,
 }
 
+/// The largest public exponent accepted, as the `rsa` crate (and OpenSSL's default) limits it:
+/// a huge exponent only makes verification slow.
+const MAX_EXPONENT: u64 = (1 << 33) - 1;
+
 impl RsaVerifyingKey {
-    /// From the JWK's big-endian `n` and `e`. None when e does not fit in 64 bits or is even,
-    /// or n is not a usable modulus (the caller then keeps the general implementation).
-    pub fn new(n: &[u8], e: &[u8]) -> Option<RsaVerifyingKey> {
-        let e = e.iter().skip_while(|b| **b == 0).collect::<Vec<_>>();
-        if e.is_empty() || e.len() > 8 {
-            return None;
+    /// From the JWK's big-endian `n` and `e`; why not when they are no RSA public key.
+    pub fn new(n: &[u8], e: &[u8]) -> Result<RsaVerifyingKey, String> {
+        let e: Vec<u8> = e.iter().copied().skip_while(|b| *b == 0).collect();
+        if e.len() > 8 {
+            return Err("invalid RSA key: public exponent too large".to_string());
         }
-        let exponent = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(**b));
-        if exponent < 3 || exponent & 1 == 0 {
-            return None;
+        let exponent = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        if exponent < 3 || exponent & 1 == 0 || exponent > MAX_EXPONENT {
+            return Err(format!("invalid RSA key: public exponent {exponent}"));
         }
-        Some(RsaVerifyingKey {
-            modulus: Modulus::from_be_bytes(n)?,
-            exponent,
-        })
+        let modulus = Modulus::from_be_bytes(n)
+            .ok_or_else(|| "invalid RSA key: the modulus must be odd".to_string())?;
+        Ok(RsaVerifyingKey { modulus, exponent })
+    }
+
+    /// Length of the modulus in bits.
+    pub fn bits(&self) -> usize {
+        self.modulus.bits()
+    }
+}
+
+/// An RSA signature as the token carries it; its length is checked against the modulus when
+/// verifying (jwt-compact's own type needs the `rsa` crate, which nothing else here does).
+pub struct RsaSignature(Vec<u8>);
+
+impl AlgorithmSignature for RsaSignature {
+    fn try_from_slice(slice: &[u8]) -> anyhow::Result<Self> {
+        Ok(RsaSignature(slice.to_vec()))
+    }
+
+    fn as_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.0)
     }
 }
 
@@ -110,7 +130,6 @@ impl Algorithm for FastRsa {
         key: &RsaVerifyingKey,
         message: &[u8],
     ) -> bool {
-        use jwt_compact::AlgorithmSignature;
         let Some((hash, pss)) = self.scheme() else {
             return false;
         };
@@ -305,9 +324,15 @@ mod tests {
 
     #[test]
     fn unusual_exponents_are_left_to_the_general_code() {
-        assert!(RsaVerifyingKey::new(&[0xc1, 0x01], &[]).is_none());
-        assert!(RsaVerifyingKey::new(&[0xc1, 0, 0, 0, 0, 0, 0, 1], &[1, 0, 0]).is_none());
-        assert!(RsaVerifyingKey::new(&[0xc1, 0, 0, 0, 0, 0, 0, 1], &[1; 9]).is_none());
-        assert!(RsaVerifyingKey::new(&[0xc1, 0, 0, 0, 0, 0, 0, 1], &[1, 0, 1]).is_some());
+        assert!(RsaVerifyingKey::new(&[0xc1, 0x01], &[]).is_err());
+        assert!(RsaVerifyingKey::new(&[0xc1, 0, 0, 0, 0, 0, 0, 1], &[1, 0, 0]).is_err());
+        assert!(RsaVerifyingKey::new(&[0xc1, 0, 0, 0, 0, 0, 0, 1], &[1; 9]).is_err());
+        assert!(RsaVerifyingKey::new(&[0xc1, 0, 0, 0, 0, 0, 0, 1], &[2, 0, 0, 0, 1]).is_err());
+        assert!(RsaVerifyingKey::new(&[0xc1, 0, 0, 0, 0, 0, 0, 2], &[1, 0, 1]).is_err());
+        assert!(RsaVerifyingKey::new(&[0xc1, 0, 0, 0, 0, 0, 0, 1], &[1, 0, 1]).is_ok());
+        assert!(
+            RsaVerifyingKey::new(&[0xc1, 0, 0, 0, 0, 0, 0, 1], &[1, 0xff, 0xff, 0xff, 0xff])
+                .is_ok()
+        );
     }
 }
