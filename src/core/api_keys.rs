@@ -221,6 +221,7 @@ fn compile_key(
         &raw.principal,
         &raw.scopes,
         expires_at,
+        digest,
     ));
     Ok(ApiKey {
         id: raw.id,

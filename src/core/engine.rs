@@ -454,7 +454,10 @@ impl Run<'_, '_> {
             return self.deny(rule, Failure::OpaqueUndecidable, valid.kind, valid.secret);
         };
         // The credential's SHA-256: the decision key, and all the service ever sees of it.
-        let hash = token_hash(valid.secret);
+        let hash = valid
+            .identity
+            .credential_sha256
+            .unwrap_or_else(|| token_hash(valid.secret));
         let key = decision_cache::key(&hash, request.method(), request.authority(), request.path());
         let remove = removals(self.config, request, valid.strip_header.as_deref());
         let lookup = self.state.decisions.get(&key, self.ctx.now_ms);

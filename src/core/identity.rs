@@ -19,6 +19,10 @@ pub struct Identity {
     pub issuer: Option<String>,
     /// When the credential stops being valid (seconds since the epoch): bounds cached decisions.
     pub expires_at_s: Option<i64>,
+    /// The credential's SHA-256 when it is known once for every request that carries it (a
+    /// verified JWT with an enterprise service configured, a configured API key): the decision
+    /// key needs it on each enterprise request, and hashing a JWT costs more than the lookup.
+    pub credential_sha256: Option<[u8; 32]>,
 }
 
 impl Identity {
@@ -68,6 +72,7 @@ impl Identity {
             email,
             issuer: Some(provider.issuer.clone()),
             expires_at_s: None,
+            credential_sha256: None,
         }
     }
 
@@ -78,6 +83,7 @@ impl Identity {
         principal: &str,
         scopes: &[String],
         expires_at_s: Option<i64>,
+        digest: [u8; 32],
     ) -> Self {
         let mut headers = vec![
             (format!("{prefix}credential"), "api_key".to_string()),
@@ -95,6 +101,7 @@ impl Identity {
             email: None,
             issuer: None,
             expires_at_s,
+            credential_sha256: Some(digest),
         }
     }
 }

@@ -3,6 +3,8 @@
 
 use std::rc::Rc;
 
+use sha2::{Digest, Sha256};
+
 use crate::core::config::Config;
 use crate::core::engine::{Context, State};
 use crate::core::identity::Identity;
@@ -73,6 +75,9 @@ pub fn verify(
     let expires_after = verified.expires_at.map(|exp| exp.saturating_add(leeway));
     let mut identity = Identity::from_jwt(config, provider, &verified.claims);
     identity.expires_at_s = expires_after;
+    if config.enterprise.is_some() {
+        identity.credential_sha256 = Some(Sha256::digest(token.as_bytes()).into());
+    }
     let identity = Rc::new(identity);
     state.tokens.insert(
         token,
