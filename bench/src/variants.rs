@@ -55,6 +55,7 @@ pub enum Kind {
     Direct,
     NoopWasm,
     NoopWasmTrimmed,
+    NoopHostCalls,
     JwtAuthn,
     JwtAuthnCached,
     AuthgateCached,
@@ -116,6 +117,15 @@ pub fn all() -> Vec<Variant> {
             Kind::NoopWasmTrimmed,
             "noop_wasm_trimmed",
             "b2. no-op filter, same unused exports removed",
+            RepeatedRs256,
+            200,
+            None,
+            false,
+        ),
+        v(
+            Kind::NoopHostCalls,
+            "noop_host_calls",
+            "b3. b2 + authgate's host calls only",
             RepeatedRs256,
             200,
             None,
@@ -232,6 +242,9 @@ impl Variant {
             Kind::Direct => vec![],
             Kind::NoopWasm => vec![wasm_filter("noop", &setup.noop_wasm, "")],
             Kind::NoopWasmTrimmed => vec![wasm_filter("noop", &setup.noop_trimmed_wasm, "")],
+            Kind::NoopHostCalls => {
+                vec![wasm_filter("noop", &setup.noop_trimmed_wasm, "host_calls")]
+            }
             Kind::JwtAuthn => vec![jwt_authn(false, false)],
             Kind::JwtAuthnCached => vec![jwt_authn(true, false)],
             Kind::AuthgateCached
