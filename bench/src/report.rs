@@ -157,6 +157,8 @@ pub struct Results {
     pub meta: Meta,
     pub authgate_wasm_bytes: Option<u64>,
     pub noop_wasm_bytes: Option<u64>,
+    /// authgate's time to ready when Envoy is not pinned to one CPU (median of three starts).
+    pub authgate_ready_on_all_cpus_s: Option<f64>,
     pub variants: Vec<VariantResult>,
     pub flood: Option<Flood>,
     pub targets: Vec<Target>,
@@ -290,6 +292,7 @@ pub fn targets(
     results: &[VariantResult],
     flood: Option<&Flood>,
     wasm_bytes: Option<u64>,
+    ready_on_all_cpus: Option<f64>,
 ) -> Vec<Target> {
     let rps = |key: &str| results.iter().find(|r| r.key == key)?.summary.rps;
     let per_round_ratio = |key: &str, baseline: &str| -> Option<f64> {
@@ -380,6 +383,14 @@ pub fn targets(
         measured: ready.map_or("not measured".into(), |s| format!("{s:.2} s (median)")),
         met: ready.map(|s| s <= 0.5),
     });
+    // Not the setup: the benchmark pins Envoy to one CPU, so V8 compiles on one core.
+    if let Some(s) = ready_on_all_cpus {
+        out.push(Target {
+            target: "Envoy ready ≤ 0.5 s with authgate loaded, Envoy not pinned (2 CPUs)".into(),
+            measured: format!("{s:.2} s (median of 3 starts)"),
+            met: Some(s <= 0.5),
+        });
+    }
     out
 }
 
