@@ -766,7 +766,9 @@ fn run(args: &Args) -> Result<bool, String> {
             );
             flood
         });
-    let ready_on_all_cpus = (pin && !args.smoke).then(|| bench.ready_on_all_cpus()).flatten();
+    let ready_on_all_cpus = (pin && !args.smoke)
+        .then(|| bench.ready_on_all_cpus())
+        .flatten();
     drop(authz);
 
     let results_by_variant = report::summarize(&variants, &runs);
