@@ -374,3 +374,26 @@ pub fn check_rsa_modpow(data: &[u8]) {
         );
     }
 }
+
+/// Target `header_pairs`: the host's serialized header map, as `core::header_pairs` decodes it,
+/// from arbitrary bytes. Never panics; what decodes re-encodes to the same block when every name
+/// and value was UTF-8 (lossy decoding only replaces, never drops or reorders).
+pub fn check_header_pairs(data: &[u8]) {
+    use authgate::core::header_pairs;
+    let Some(pairs) = header_pairs::decode(data) else {
+        return;
+    };
+    let strs = header_pairs::as_strs(&pairs);
+    let again = header_pairs::encode(&strs);
+    let all_borrowed = pairs.iter().all(|(n, v)| {
+        matches!(
+            (n, v),
+            (std::borrow::Cow::Borrowed(_), std::borrow::Cow::Borrowed(_))
+        )
+    });
+    if all_borrowed && !data.is_empty() {
+        assert_eq!(again, data, "a UTF-8 block must re-encode to itself");
+    }
+    let decoded_again = header_pairs::decode(&again).expect("an encoded block decodes");
+    assert_eq!(header_pairs::as_strs(&decoded_again), strs);
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 8] = [
+const TARGETS: [(&str, Check); 9] = [
     ("jwt_inspect", authgate_fuzz::check_jwt_inspect),
     ("jwt_verify", authgate_fuzz::check_jwt_verify),
     ("config_parse", authgate_fuzz::check_config_parse),
@@ -17,6 +17,7 @@ const TARGETS: [(&str, Check); 8] = [
     ("llm_reply", authgate_fuzz::check_llm_reply),
     ("decide", authgate_fuzz::decide::check_decide_bytes),
     ("rsa_modpow", authgate_fuzz::check_rsa_modpow),
+    ("header_pairs", authgate_fuzz::check_header_pairs),
 ];
 
 fn replay(kind: &str) -> (usize, Vec<String>) {

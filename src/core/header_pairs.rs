@@ -30,7 +30,8 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<Pair<'_>>> {
         at = next;
         pairs.push((name, value));
     }
-    Some(pairs)
+    // Bytes after the last field mean the sizes do not describe the block.
+    (at == bytes.len()).then_some(pairs)
 }
 
 /// The pairs as plain string slices, for [`crate::core::request::Request`].
@@ -138,7 +139,10 @@ mod tests {
         let last = no_nul.len() - 1;
         no_nul[last] = b'x';
         assert_eq!(decode(&no_nul), None);
-        // A count far beyond the bytes present.
+        // A count far beyond the bytes present; bytes after the last field.
         assert_eq!(decode(&u32::MAX.to_le_bytes()), None);
+        let mut trailing = block.clone();
+        trailing.push(0);
+        assert_eq!(decode(&trailing), None);
     }
 }
