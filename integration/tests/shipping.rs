@@ -177,3 +177,80 @@ fn oci_image_holds_the_module_as_plugin_wasm() {
         ["FROM scratch", "COPY target/authgate.wasm ./plugin.wasm"]
     );
 }
+
+/// `make build` removes the exports of the callbacks listed in the Makefile's
+/// `UNUSED_CALLBACKS`, and Envoy then never calls them: the shipped module must not export them,
+/// must export everything authgate does implement, and no filter source may implement one of the
+/// removed callbacks (it would silently never run).
+#[test]
+fn the_shipped_module_exports_only_the_callbacks_authgate_implements() {
+    let makefile = std::fs::read_to_string(repo_root().join("Makefile")).expect("Makefile");
+    let list = makefile
+        .split_once("UNUSED_CALLBACKS :=")
+        .map(|(_, rest)| rest)
+        .expect("UNUSED_CALLBACKS in the Makefile");
+    let mut unused = Vec::new();
+    for line in list.lines() {
+        let continued = line.trim_end().ends_with('\\');
+        unused.extend(
+            line.trim_end_matches('\\')
+                .split_whitespace()
+                .map(str::to_string),
+        );
+        if !continued {
+            break;
+        }
+    }
+    assert!(unused.len() >= 5, "UNUSED_CALLBACKS: {unused:?}");
+
+    let wasm = std::fs::read(authgate_integration::envoy::wasm_path()).expect("make build first");
+    let mut exports = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(&wasm) {
+        if let Ok(wasmparser::Payload::ExportSection(reader)) = payload {
+            exports.extend(reader.into_iter().flatten().map(|e| e.name.to_string()));
+        }
+    }
+    for name in &unused {
+        assert!(!exports.contains(name), "the shipped module exports {name}");
+    }
+    for needed in [
+        "proxy_on_context_create",
+        "proxy_on_vm_start",
+        "proxy_on_configure",
+        "proxy_on_tick",
+        "proxy_on_request_headers",
+        "proxy_on_request_body",
+        "proxy_on_http_call_response",
+        "proxy_on_delete",
+        "proxy_on_memory_allocate",
+    ] {
+        assert!(
+            exports.iter().any(|e| e == needed),
+            "{needed} is not exported"
+        );
+    }
+
+    // The SDK trait method behind each removed export.
+    let method = |export: &str| match export {
+        "proxy_on_request_trailers" => "fn on_http_request_trailers",
+        "proxy_on_response_headers" => "fn on_http_response_headers",
+        "proxy_on_response_body" => "fn on_http_response_body",
+        "proxy_on_response_trailers" => "fn on_http_response_trailers",
+        "proxy_on_log" => "fn on_log",
+        "proxy_on_done" => "fn on_done",
+        other => panic!("no trait method known for {other}: extend this test"),
+    };
+    let filter_dir = repo_root().join("src/filter");
+    for entry in std::fs::read_dir(&filter_dir).expect("src/filter") {
+        let path = entry.expect("entry").path();
+        let source = std::fs::read_to_string(&path).expect("source");
+        for export in &unused {
+            assert!(
+                !source.contains(method(export)),
+                "{} implements {}, whose export make build removes (Makefile UNUSED_CALLBACKS)",
+                path.display(),
+                method(export)
+            );
+        }
+    }
+}
