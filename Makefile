@@ -104,7 +104,9 @@ soak: build
 # authorization service (SQLite in .run/); Ctrl-C stops everything.
 run: build
 	cargo build --quiet -p authgate-integration --bin authgate-demo --bin authgate-authz
-	@mkdir -p .run; trap 'kill 0' EXIT INT TERM; \
+	@# The trap clears itself first: `kill 0` signals this shell too, and re-entering the trap
+	@# recursed until bash crashed.
+	@mkdir -p .run; trap 'trap - EXIT INT TERM; kill 0' EXIT INT TERM; \
 	  target/debug/authgate-authz serve --db .run/authz.sqlite --port 8083 & \
 	  target/debug/authgate-demo & \
 	  $(ENVOY) -c envoy/envoy.yaml --concurrency 1 --log-level warn --component-log-level wasm:info & \
