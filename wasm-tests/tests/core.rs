@@ -621,3 +621,41 @@ fn a_configured_key_in_the_wrong_header_is_never_asked_about_as_an_agent_token()
         Step::CallAuthz(_)
     ));
 }
+
+/// The RSA inner loop: under wasm32 `mul_add` takes the SIMD path, natively the portable one;
+/// both must agree with the portable reference on every length (the SIMD path works four limbs
+/// at a time and finishes the rest one by one) and on the largest inputs.
+#[test]
+fn rsa_inner_loop_matches_the_portable_reference() {
+    use authgate::core::montgomery::{mul_add, mul_add_portable};
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for len in 0..23 {
+        for round in 0..4 {
+            let x: Vec<u32> = (0..len)
+                .map(|_| {
+                    if round == 3 {
+                        (1 << 26) - 1
+                    } else {
+                        next() as u32 >> 6
+                    }
+                })
+                .collect();
+            let m = if round == 3 {
+                (1 << 27) - 2
+            } else {
+                next() >> 37
+            };
+            let start: Vec<u64> = (0..len + 2).map(|_| next() >> 8).collect();
+            let (mut fast, mut reference) = (start.clone(), start.clone());
+            mul_add(&mut fast[1..], m, &x);
+            mul_add_portable(&mut reference[1..], m, &x);
+            assert_eq!(fast, reference, "len {len} round {round}");
+        }
+    }
+}
