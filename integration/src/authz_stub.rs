@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::http_server::{bind_and_serve, Handler, Incoming, Outgoing};
+use crate::http_server::{bind_and_serve, Handler, Incoming, Outgoing, NO_REPLY};
 use crate::jwks_stub::StubPort;
 use crate::wait::wait_until;
 
@@ -248,13 +248,10 @@ fn handle(shared: &Shared, request: Incoming, stopping: &AtomicBool) -> Outgoing
     };
     lock(&shared.requests).push(recorded);
     let mode = lock(&shared.mode).clone();
-    // None: the stub is stopping mid-delay; its connection is being closed, so this reply is
-    // never seen.
-    let (status, content_type, body) = answer(&mode, stopping).unwrap_or((
-        503,
-        "application/json",
-        json!({"error": "stub stopping"}).to_string(),
-    ));
+    // None: the stub is stopping mid-delay: the connection is closed unanswered, as a server
+    // that goes down would (answering raced with the close).
+    let (status, content_type, body) =
+        answer(&mode, stopping).unwrap_or((NO_REPLY, "application/json", String::new()));
     Outgoing {
         status,
         content_type,

@@ -24,10 +24,15 @@ pub(crate) struct Incoming {
 }
 
 pub(crate) struct Outgoing {
+    /// [`NO_REPLY`] closes the connection without answering.
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
 }
+
+/// The status a handler returns to have the connection closed unanswered (a server going down
+/// mid-request).
+pub(crate) const NO_REPLY: u16 = 0;
 
 impl Outgoing {
     pub fn json(status: u16, body: String) -> Self {
@@ -110,6 +115,9 @@ fn serve_connection(stream: TcpStream, handler: &(dyn Fn(Incoming) -> Outgoing +
             .iter()
             .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case("close"));
         let out = handler(incoming);
+        if out.status == NO_REPLY {
+            break;
+        }
         let head = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}\r\n",
             out.status,
