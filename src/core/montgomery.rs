@@ -5,15 +5,34 @@
 //! ENVOY-NOTES: `rsa` 611 µs, `crypto-bigint` 189 µs per RS256 verify). Only public values go
 //! through it (the signature, the modulus, e), so nothing here needs to be constant-time.
 //!
-//! Numbers are little-endian limbs of 26 bits held in u32, and products are summed into u64
-//! columns without carrying: a column takes at most 2·k products below 2^53 (k ≤ 316 limbs for
-//! 8192-bit moduli), which stays below 2^64. With no carry chain the inner loop is one
+//! Numbers are little-endian limbs of w bits held in u32, and products are summed into u64
+//! columns without carrying. A column takes at most about 2·k products below 2^(2w+1), which
+//! must stay below 2^64: w = 28 for moduli up to 120 limbs (3360 bits, every common RSA size but
+//! 4096), w = 26 beyond, up to 320 limbs (8320 bits). With no carry chain the inner loop is one
 //! multiply-add per limb, which Wasm SIMD does two at a time (`i64x2.extmul_low_i32x4_u`).
 
-const LIMB_BITS: u32 = 26;
-const LIMB_MASK: u64 = (1 << LIMB_BITS) - 1;
-/// Moduli longer than this would let a column overflow (see above); RSA keys stop at 8192 bits.
+/// Limb width for moduli of up to `WIDE_MAX_LIMBS` limbs of `WIDE_BITS`.
+const WIDE_BITS: u32 = 28;
+const WIDE_MAX_LIMBS: usize = 120;
+/// Limb width for longer moduli, up to `MAX_LIMBS` limbs.
+const NARROW_BITS: u32 = 26;
 const MAX_LIMBS: usize = 320;
+
+/// The limb width of one modulus.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Radix {
+    bits: u32,
+}
+
+impl Radix {
+    fn mask(self) -> u64 {
+        (1 << self.bits) - 1
+    }
+
+    fn limbs_for(self, bits: usize) -> usize {
+        bits.div_ceil(self.bits as usize)
+    }
+}
 
 /// A modulus prepared for Montgomery multiplication (R = 2^(26·limbs)), computed once per key.
 #[derive(Clone, PartialEq, Eq)]
@@ -28,6 +47,7 @@ pub struct Modulus {
     byte_len: usize,
     /// Length of n in bits.
     bits: usize,
+    radix: Radix,
 }
 
 impl std::fmt::Debug for Modulus {
@@ -42,23 +62,30 @@ impl Modulus {
         let bytes = strip_leading_zeros(bytes);
         let top = *bytes.first()?;
         let bits = 8 * bytes.len() - top.leading_zeros() as usize;
-        let k = bits.div_ceil(LIMB_BITS as usize);
+        let wide = Radix { bits: WIDE_BITS };
+        let radix = if wide.limbs_for(bits) <= WIDE_MAX_LIMBS {
+            wide
+        } else {
+            Radix { bits: NARROW_BITS }
+        };
+        let k = radix.limbs_for(bits);
         if bits <= 32 || k > MAX_LIMBS {
             return None;
         }
-        let mut n = limbs_from_be(bytes, k);
+        let mut n = limbs_from_be(bytes, k, radix);
         n.truncate(k);
         let low = *n.first()?;
         if low & 1 == 0 {
             return None;
         }
-        let n0_inv = u64::from(neg_inverse_mod_2_32(low)) & LIMB_MASK;
-        let r2 = r_squared(&n);
+        let n0_inv = u64::from(neg_inverse_mod_2_32(low)) & radix.mask();
+        let r2 = r_squared(&n, radix);
         Some(Modulus {
             n0_inv,
             r2,
             byte_len: bytes.len(),
             bits,
+            radix,
             n,
         })
     }
@@ -80,7 +107,7 @@ impl Modulus {
         }
         let k = self.n.len();
         // The base's bytes may hold more bits than k limbs do (n's top byte is not full).
-        let mut base = limbs_from_be(base, 0);
+        let mut base = limbs_from_be(base, 0, self.radix);
         if base.iter().skip(k).any(|limb| *limb != 0) {
             return None;
         }
@@ -110,7 +137,7 @@ impl Modulus {
             *column = u64::from(limb);
         }
         self.reduce(&mut columns, &mut acc);
-        Some(limbs_to_be(&acc, self.byte_len))
+        Some(limbs_to_be(&acc, self.byte_len, self.radix))
     }
 
     /// out = t·R⁻¹ mod n (Montgomery reduction) of the uncarried columns t (below n·R);
@@ -118,23 +145,24 @@ impl Modulus {
     fn reduce(&self, columns: &mut [u64], out: &mut [u32]) {
         let n = &self.n;
         let k = n.len();
+        let (bits, mask) = (self.radix.bits, self.radix.mask());
         for i in 0..k {
             // Column i holds every carry from below it: its low bits are final.
-            let m = ((columns[i] & LIMB_MASK) * self.n0_inv) & LIMB_MASK;
+            let m = ((columns[i] & mask) * self.n0_inv) & mask;
             mul_add(&mut columns[i..i + k], m, n);
-            // Column i is now a multiple of 2^26; what is above moves up.
-            let carry = columns[i] >> LIMB_BITS;
+            // Column i is now a multiple of 2^w; what is above moves up.
+            let carry = columns[i] >> bits;
             columns[i + 1] += carry;
         }
         let mut carry = 0u64;
         for (limb, column) in out.iter_mut().zip(&columns[k..2 * k]) {
             let value = column + carry;
-            *limb = (value & LIMB_MASK) as u32;
-            carry = value >> LIMB_BITS;
+            *limb = (value & mask) as u32;
+            carry = value >> bits;
         }
         // The result is below 2n: at most one subtraction, and carry is then 0 or 1.
         if carry != 0 || !less_than(out, n) {
-            subtract_in_place(out, n);
+            subtract_in_place(out, n, self.radix);
         }
     }
 }
@@ -223,18 +251,18 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     &bytes[first..]
 }
 
-/// Big-endian bytes as little-endian 26-bit limbs: every limb the bytes need, and at least
-/// `len` (padded with zeros).
-fn limbs_from_be(bytes: &[u8], len: usize) -> Vec<u32> {
+/// Big-endian bytes as little-endian limbs: every limb the bytes need, and at least `len`
+/// (padded with zeros).
+fn limbs_from_be(bytes: &[u8], len: usize, radix: Radix) -> Vec<u32> {
     let mut limbs = Vec::with_capacity(len);
     let (mut pending, mut pending_bits) = (0u64, 0);
     for &byte in bytes.iter().rev() {
         pending |= u64::from(byte) << pending_bits;
         pending_bits += 8;
-        if pending_bits >= LIMB_BITS {
-            limbs.push((pending & LIMB_MASK) as u32);
-            pending >>= LIMB_BITS;
-            pending_bits -= LIMB_BITS;
+        if pending_bits >= radix.bits {
+            limbs.push((pending & radix.mask()) as u32);
+            pending >>= radix.bits;
+            pending_bits -= radix.bits;
         }
     }
     if pending_bits > 0 {
@@ -247,12 +275,12 @@ fn limbs_from_be(bytes: &[u8], len: usize) -> Vec<u32> {
 }
 
 /// `byte_len` big-endian bytes of the number in `limbs`.
-fn limbs_to_be(limbs: &[u32], byte_len: usize) -> Vec<u8> {
+fn limbs_to_be(limbs: &[u32], byte_len: usize, radix: Radix) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(byte_len);
     let (mut pending, mut pending_bits) = (0u64, 0);
     for &limb in limbs {
         pending |= u64::from(limb) << pending_bits;
-        pending_bits += LIMB_BITS;
+        pending_bits += radix.bits;
         while pending_bits >= 8 {
             bytes.push(pending as u8);
             pending >>= 8;
@@ -276,14 +304,14 @@ fn less_than(a: &[u32], b: &[u32]) -> bool {
     false
 }
 
-/// a -= b in 26-bit limbs, ignoring the final borrow (callers only subtract when a ≥ b,
-/// counting the carry limb).
-fn subtract_in_place(a: &mut [u32], b: &[u32]) {
+/// a -= b, ignoring the final borrow (callers only subtract when a ≥ b, counting the carry
+/// limb).
+fn subtract_in_place(a: &mut [u32], b: &[u32], radix: Radix) {
     let mut borrow = 0u32;
     for (x, y) in a.iter_mut().zip(b) {
         let diff = x.wrapping_sub(*y).wrapping_sub(borrow);
         borrow = diff >> 31;
-        *x = diff & LIMB_MASK as u32;
+        *x = diff & radix.mask() as u32;
     }
 }
 
@@ -296,20 +324,20 @@ fn neg_inverse_mod_2_32(x: u32) -> u32 {
     inv.wrapping_neg()
 }
 
-/// R² mod n by doubling 1 modulo n, 2·26·k times: once per key, so simple beats fast.
-fn r_squared(n: &[u32]) -> Vec<u32> {
+/// R² mod n by doubling 1 modulo n, 2·w·k times: once per key, so simple beats fast.
+fn r_squared(n: &[u32], radix: Radix) -> Vec<u32> {
     let k = n.len();
     let mut x = vec![0u32; k];
     x[0] = 1;
-    for _ in 0..(2 * LIMB_BITS as usize * k) {
+    for _ in 0..(2 * radix.bits as usize * k) {
         let mut carry = 0u32;
         for limb in x.iter_mut() {
             let doubled = (*limb << 1) | carry;
-            carry = doubled >> LIMB_BITS;
-            *limb = doubled & LIMB_MASK as u32;
+            carry = doubled >> radix.bits;
+            *limb = doubled & radix.mask() as u32;
         }
         if carry == 1 || !less_than(&x, n) {
-            subtract_in_place(&mut x, n);
+            subtract_in_place(&mut x, n, radix);
         }
     }
     x
@@ -346,8 +374,9 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        for limbs in [2usize, 3, 8, 17, 64] {
-            for round in 0..20 {
+        // 32-bit limbs here: up to 64 the moduli get 28-bit limbs inside, 130 (4160 bits) 26-bit.
+        for (limbs, rounds) in [(2usize, 20), (3, 20), (8, 20), (17, 20), (64, 20), (130, 4)] {
+            for round in 0..rounds {
                 let mut n_bytes: Vec<u8> = (0..limbs * 4).map(|_| next() as u8).collect();
                 // Full top limbs, and top limbs with few bits (moduli like 2047 or 2049 bits).
                 n_bytes[0] = if round % 2 == 0 { n_bytes[0] | 0x80 } else { 1 };
@@ -366,11 +395,14 @@ mod tests {
 
     #[test]
     fn the_largest_columns_do_not_overflow() {
-        // All limbs at their maximum give the largest column sums: an 8192-bit modulus of all
-        // ones, and bases just below it.
-        let n = BigUint::from_bytes_be(&[0xff; 1024]);
-        for base in [&n - 2u32, &n - 1u32, (&n >> 1usize) | BigUint::from(1u32)] {
-            check(&n, &base, 65537);
+        // All limbs at their maximum give the largest column sums: moduli of all ones at the
+        // longest length of each limb width (3360 bits: 120 limbs of 28; 8192 bits: 316 of 26),
+        // and bases just below them.
+        for bytes in [420usize, 421, 1024] {
+            let n = BigUint::from_bytes_be(&vec![0xff; bytes]);
+            for base in [&n - 2u32, &n - 1u32, (&n >> 1usize) | BigUint::from(1u32)] {
+                check(&n, &base, 65537);
+            }
         }
         assert!(Modulus::from_be_bytes(&[0xff; 1040]).is_some());
         assert!(Modulus::from_be_bytes(&[0xff; 1041]).is_none());
