@@ -315,11 +315,20 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     fn start_envoy(&self, variant: &Variant) -> Result<EnvoyProcess, String> {
+        self.start_envoy_on(variant, self.envoy_cpu)
+    }
+
+    /// Starts `variant`'s Envoy pinned to `cpu`, or free to use every CPU.
+    fn start_envoy_on(
+        &self,
+        variant: &Variant,
+        cpu: Option<usize>,
+    ) -> Result<EnvoyProcess, String> {
         EnvoyProcess::start(
             &self.tools.envoy,
             &variant.bootstrap(self.setup),
             variant.key,
-            self.envoy_cpu,
+            cpu,
             Duration::from_secs(30),
         )
     }
@@ -332,15 +341,8 @@ impl Bench<'_> {
             .find(|v| v.kind == Kind::AuthgateCached)?;
         let starts: Vec<f64> = (0..3)
             .filter_map(|_| {
-                EnvoyProcess::start(
-                    &self.tools.envoy,
-                    &variant.bootstrap(self.setup),
-                    variant.key,
-                    None,
-                    Duration::from_secs(30),
-                )
-                .ok()
-                .map(|envoy| envoy.time_to_ready.as_secs_f64())
+                let envoy = self.start_envoy_on(&variant, None).ok()?;
+                Some(envoy.time_to_ready.as_secs_f64())
             })
             .collect();
         report::median(starts)
