@@ -19,7 +19,9 @@ use authgate::core::header_pairs;
 use authgate::core::jwks::KeySet;
 use authgate::core::jwt;
 use authgate::core::metrics::Recorded;
+use authgate::core::montgomery::Modulus;
 use authgate::core::request::Request;
+use authgate::core::token_cache::TokenCache;
 use serde_json::json;
 
 /// 2030-01-01 in ms: inside every fixture token's validity.
@@ -115,6 +117,10 @@ fn main() {
     measure("decide: cached RS256 token (hit)", || {
         black_box(run(&config, &mut state, &cached));
     });
+    measure("decide: RS256 token, cache miss", || {
+        state.tokens = TokenCache::new(16, 0);
+        black_box(run(&config, &mut state, &cached));
+    });
     let enterprise = enterprise_config();
     let mut state = State::new(&enterprise);
     let Step::CallAuthz(call) = run(&enterprise, &mut state, &cached) else {
@@ -163,8 +169,35 @@ fn main() {
     ] {
         measure(&format!("verify {name} (uncached)"), || {
             let inspected = jwt::inspect(token).unwrap_or_else(|e| panic!("{e}"));
-            let verified = jwt::verify(&inspected, provider, &keys, (NOW_MS / 1000) as i64);
+            let verified = jwt::verify(inspected, provider, &keys, (NOW_MS / 1000) as i64);
             black_box(verified.is_ok());
         });
     }
+    measure("inspect RS256 token (parse only)", || {
+        black_box(jwt::inspect(black_box(fixtures::TOKEN_RS256)).is_ok());
+    });
+    let (modulus, signature) = rsa_fixture();
+    measure(&format!("RSA-{} s^65537 mod n", modulus.bits()), || {
+        black_box(modulus.pow_be(black_box(&signature), 65537));
+    });
+}
+
+/// The RS256 fixture's modulus and signature, for the modular exponentiation alone.
+fn rsa_fixture() -> (Modulus, Vec<u8>) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let jwks: serde_json::Value = serde_json::from_str(fixtures::JWKS).unwrap();
+    let rsa_key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kty"] == "RSA")
+        .unwrap();
+    let n = URL_SAFE_NO_PAD
+        .decode(rsa_key["n"].as_str().unwrap())
+        .unwrap();
+    let signature = URL_SAFE_NO_PAD
+        .decode(fixtures::TOKEN_RS256.rsplit('.').next().unwrap())
+        .unwrap();
+    (Modulus::from_be_bytes(&n).unwrap(), signature)
 }

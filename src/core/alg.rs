@@ -3,8 +3,7 @@
 use std::borrow::Cow;
 
 use jwt_compact::alg::{Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key};
-use jwt_compact::{Algorithm, AlgorithmExt, Claims, Token, UntrustedToken, ValidationError};
-use serde::de::DeserializeOwned;
+use jwt_compact::{Algorithm, AlgorithmSignature};
 
 use crate::core::jwks::{Key, KeyMaterial};
 use crate::core::rsa_verify::FastRsa;
@@ -106,37 +105,40 @@ impl Algorithm for StrictEd25519 {
     }
 }
 
-/// Checks the token's signature with `key` under `alg` and returns its claims.
-/// The caller has already checked that `key` allows `alg`.
-pub fn verify<T: DeserializeOwned, H: Clone>(
-    alg: Alg,
-    key: &Key,
-    token: &UntrustedToken<'_, H>,
-) -> Result<Claims<T>, ValidationError> {
-    let claims = |token: Token<T, H>| token.into_parts().1;
+/// Whether `signature` is `key`'s signature under `alg` of `signed_data` (the token's
+/// `header.claims` text). The caller has already checked that `key` allows `alg`.
+pub fn verify(alg: Alg, key: &Key, signed_data: &[u8], signature: &[u8]) -> bool {
     match (&key.material, alg) {
         (KeyMaterial::Rsa(key), _) if Alg::RSA_FAMILY.contains(&alg) => {
-            FastRsa(alg).validator::<T>(key).validate(token).map(claims)
+            verifies(&FastRsa(alg), key, signed_data, signature)
         }
-        (KeyMaterial::P256(public), Alg::Es256) => {
-            Es256.validator::<T>(public).validate(token).map(claims)
+        (KeyMaterial::P256(public), Alg::Es256) => verifies(&Es256, public, signed_data, signature),
+        (KeyMaterial::Ed25519(public), Alg::EdDsa) => {
+            verifies(&StrictEd25519, public, signed_data, signature)
         }
-        (KeyMaterial::Ed25519(public), Alg::EdDsa) => StrictEd25519
-            .validator::<T>(public)
-            .validate(token)
-            .map(claims),
-        (KeyMaterial::Hmac(secret), Alg::Hs256) => Hs256
-            .validator::<T>(&Hs256Key::new(secret))
-            .validate(token)
-            .map(claims),
-        (KeyMaterial::Hmac(secret), Alg::Hs384) => Hs384
-            .validator::<T>(&Hs384Key::new(secret))
-            .validate(token)
-            .map(claims),
-        (KeyMaterial::Hmac(secret), Alg::Hs512) => Hs512
-            .validator::<T>(&Hs512Key::new(secret))
-            .validate(token)
-            .map(claims),
-        _ => Err(ValidationError::InvalidSignature),
+        (KeyMaterial::Hmac(secret), Alg::Hs256) => {
+            verifies(&Hs256, &Hs256Key::new(secret), signed_data, signature)
+        }
+        (KeyMaterial::Hmac(secret), Alg::Hs384) => {
+            verifies(&Hs384, &Hs384Key::new(secret), signed_data, signature)
+        }
+        (KeyMaterial::Hmac(secret), Alg::Hs512) => {
+            verifies(&Hs512, &Hs512Key::new(secret), signed_data, signature)
+        }
+        _ => false,
     }
+}
+
+/// jwt-compact's signature check for one algorithm, with the length check its validator makes.
+fn verifies<A: Algorithm>(
+    alg: &A,
+    key: &A::VerifyingKey,
+    signed_data: &[u8],
+    signature: &[u8],
+) -> bool {
+    if A::Signature::LENGTH.is_some_and(|len| len.get() != signature.len()) {
+        return false;
+    }
+    A::Signature::try_from_slice(signature)
+        .is_ok_and(|signature| alg.verify_signature(&signature, key, signed_data))
 }

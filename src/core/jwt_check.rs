@@ -51,7 +51,7 @@ pub fn verify(
         .get(provider_index)
         .ok_or(JwtFailure::KeysUnavailable)?;
     let inspected = jwt::inspect(token).map_err(JwtFailure::Invalid)?;
-    if inspected.claimed_issuer.as_deref() != Some(provider.issuer.as_str()) {
+    if inspected.claimed_issuer() != Some(provider.issuer.as_str()) {
         return Err(JwtFailure::Invalid(JwtError::WrongIssuer));
     }
     let keys = state
@@ -70,7 +70,7 @@ pub fn verify(
         return Ok(Verdict::WaitForKeys("unknown kid, refetching keys"));
     }
     let verified =
-        jwt::verify(&inspected, provider, &key_set, ctx.now_s()).map_err(JwtFailure::Invalid)?;
+        jwt::verify(inspected, provider, &key_set, ctx.now_s()).map_err(JwtFailure::Invalid)?;
     let leeway = i64::try_from(provider.clock_skew_s).unwrap_or(i64::MAX);
     let expires_after = verified.expires_at.map(|exp| exp.saturating_add(leeway));
     let mut identity = Identity::from_jwt(config, provider, &verified.claims);

@@ -44,14 +44,14 @@ pub fn run(args: &[String]) -> Outcome {
     match jwt::inspect(token) {
         Ok(inspected) => {
             describe_claims(token, now_s);
-            let issuer = inspected.claimed_issuer.clone().unwrap_or_default();
+            let issuer = inspected.claimed_issuer().unwrap_or_default().to_string();
             match config.providers.iter().position(|p| p.issuer == issuer) {
                 Some(index) => {
                     let provider = &config.providers[index];
                     println!("✓ iss matches provider {:?}", provider.name);
                     match keys_for(provider, option(args, "--jwks")) {
                         Ok(keys) => {
-                            check_token(&inspected, provider, &keys, now_s);
+                            check_token(inspected, provider, &keys, now_s);
                             if let Some(slot) = state.keys.get_mut(index) {
                                 slot.install(keys, 0, None);
                             }
@@ -137,7 +137,7 @@ fn fetch(url: &str) -> Result<Vec<u8>, String> {
 
 use std::io::Read as _;
 
-fn check_token(inspected: &jwt::Inspected<'_>, provider: &Provider, keys: &KeySet, now_s: i64) {
+fn check_token(inspected: jwt::Inspected<'_>, provider: &Provider, keys: &KeySet, now_s: i64) {
     match inspected.kid() {
         Some(kid) if keys.has_kid(kid) => println!("✓ kid {kid:?} is in the key set"),
         Some(kid) => println!("✗ kid {kid:?} is not in the key set (a rotation not fetched yet?)"),
