@@ -34,15 +34,55 @@ impl Radix {
     }
 }
 
-/// A modulus prepared for Montgomery multiplication (R = 2^(26·limbs)), computed once per key.
+/// Rows of a schoolbook multiplication done in one pass over the columns: each column is
+/// loaded and stored once per ROWS rows instead of once per row.
+const ROWS: usize = 4;
+/// Zero limbs kept before and after every number the passes read, so that a block of rows
+/// reads zeros where it reaches beyond the number (no scalar code for the ends of a block), and
+/// its four-column steps may run past the last column.
+const LEAD: usize = ROWS - 1;
+const TRAIL: usize = ROWS + 3;
+
+/// A number of k limbs with `LEAD` zero limbs below it and `TRAIL` above.
+#[derive(Clone, PartialEq, Eq)]
+struct Padded(Vec<u32>);
+
+impl Padded {
+    fn zero(k: usize) -> Padded {
+        Padded(vec![0; LEAD + k + TRAIL])
+    }
+
+    fn from_limbs(limbs: &[u32]) -> Padded {
+        let mut padded = Padded::zero(limbs.len());
+        padded.limbs_mut().copy_from_slice(limbs);
+        padded
+    }
+
+    fn limbs(&self) -> &[u32] {
+        &self.0[LEAD..self.0.len() - TRAIL]
+    }
+
+    fn limbs_mut(&mut self) -> &mut [u32] {
+        let end = self.0.len() - TRAIL;
+        &mut self.0[LEAD..end]
+    }
+
+    /// The limbs from index `from` on, with the `LEAD` limbs below it in front (zeros or lower
+    /// limbs): what `mul_add_rows` reads.
+    fn window(&self, from: usize) -> &[u32] {
+        &self.0[from..]
+    }
+}
+
+/// A modulus prepared for Montgomery multiplication (R = 2^(w·limbs)), computed once per key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Modulus {
-    /// Little-endian 26-bit limbs of n; the top limb is non-zero.
-    n: Vec<u32>,
-    /// -n⁻¹ mod 2²⁶.
+    /// Little-endian w-bit limbs of n; the top limb is non-zero.
+    n: Padded,
+    /// -n⁻¹ mod 2^w.
     n0_inv: u64,
     /// R² mod n, to bring a number into Montgomery form with one multiplication.
-    r2: Vec<u32>,
+    r2: Padded,
     /// Length of n in bytes (the signature length).
     byte_len: usize,
     /// Length of n in bits.
@@ -79,14 +119,14 @@ impl Modulus {
             return None;
         }
         let n0_inv = u64::from(neg_inverse_mod_2_32(low)) & radix.mask();
-        let r2 = r_squared(&n, radix);
+        let r2 = Padded::from_limbs(&r_squared(&n, radix));
         Some(Modulus {
             n0_inv,
             r2,
             byte_len: bytes.len(),
             bits,
             radix,
-            n,
+            n: Padded::from_limbs(&n),
         })
     }
 
@@ -105,54 +145,68 @@ impl Modulus {
         if base.len() != self.byte_len || exponent == 0 {
             return None;
         }
-        let k = self.n.len();
+        let n = self.n.limbs();
+        let k = n.len();
         // The base's bytes may hold more bits than k limbs do (n's top byte is not full).
         let mut base = limbs_from_be(base, 0, self.radix);
         if base.iter().skip(k).any(|limb| *limb != 0) {
             return None;
         }
         base.resize(k, 0);
-        if !less_than(&base, &self.n) {
+        if !less_than(&base, n) {
             return None;
         }
-        let mut columns = vec![0u64; 2 * k + 1];
-        let mut base_m = vec![0u32; k];
+        // Room for the last block's four-column steps to run past column 2k.
+        let mut columns = vec![0u64; 2 * k + ROWS + 4];
+        let mut base_m = Padded::zero(k);
         product(&base, &self.r2, &mut columns);
-        self.reduce(&mut columns, &mut base_m);
+        self.reduce(&mut columns, base_m.limbs_mut());
         let mut acc = base_m.clone();
         // Left to right over the exponent's bits after the leading one: 65537 is 16 squarings
         // and one multiplication.
         let top = 63 - exponent.leading_zeros();
         for bit in (0..top).rev() {
             square(&acc, &mut columns);
-            self.reduce(&mut columns, &mut acc);
+            self.reduce(&mut columns, acc.limbs_mut());
             if exponent >> bit & 1 == 1 {
-                product(&acc, &base_m, &mut columns);
-                self.reduce(&mut columns, &mut acc);
+                product(acc.limbs(), &base_m, &mut columns);
+                self.reduce(&mut columns, acc.limbs_mut());
             }
         }
         // Out of Montgomery form: one reduction of acc alone.
         columns.fill(0);
-        for (column, &limb) in columns.iter_mut().zip(&acc) {
+        for (column, &limb) in columns.iter_mut().zip(acc.limbs()) {
             *column = u64::from(limb);
         }
-        self.reduce(&mut columns, &mut acc);
-        Some(limbs_to_be(&acc, self.byte_len, self.radix))
+        self.reduce(&mut columns, acc.limbs_mut());
+        Some(limbs_to_be(acc.limbs(), self.byte_len, self.radix))
     }
 
     /// out = t·R⁻¹ mod n (Montgomery reduction) of the uncarried columns t (below n·R);
     /// `columns` is overwritten.
     fn reduce(&self, columns: &mut [u64], out: &mut [u32]) {
-        let n = &self.n;
+        let n = self.n.limbs();
         let k = n.len();
         let (bits, mask) = (self.radix.bits, self.radix.mask());
-        for i in 0..k {
-            // Column i holds every carry from below it: its low bits are final.
-            let m = ((columns[i] & mask) * self.n0_inv) & mask;
-            mul_add(&mut columns[i..i + k], m, n);
-            // Column i is now a multiple of 2^w; what is above moves up.
+        let mut i = 0;
+        while i + ROWS <= k {
+            let ms = self.multipliers::<ROWS>(&columns[i..i + ROWS]);
+            let span = (k + ROWS - 1).next_multiple_of(4);
+            mul_add_rows(&mut columns[i..i + span], &ms, self.n.window(0));
+            // Columns i.. are now multiples of 2^w in turn; what is above moves up.
+            for column in i..i + ROWS {
+                let carry = columns[column] >> bits;
+                columns[column + 1] += carry;
+            }
+            i += ROWS;
+        }
+        while i < k {
+            let ms = self.multipliers::<1>(&columns[i..=i]);
+            let span = k.next_multiple_of(4);
+            mul_add_rows(&mut columns[i..i + span], &ms, self.n.window(LEAD));
             let carry = columns[i] >> bits;
             columns[i + 1] += carry;
+            i += 1;
         }
         let mut carry = 0u64;
         for (limb, column) in out.iter_mut().zip(&columns[k..2 * k]) {
@@ -165,84 +219,163 @@ impl Modulus {
             subtract_in_place(out, n, self.radix);
         }
     }
+
+    /// The Montgomery multipliers of the next R rows, given the R columns they clear (column i
+    /// holds every carry from below it, so its low bits are final). Row r's multiplier depends
+    /// on what the rows before it add to its column, which this replays on a copy.
+    fn multipliers<const R: usize>(&self, columns: &[u64]) -> [u64; R] {
+        let (bits, mask) = (self.radix.bits, self.radix.mask());
+        let n = self.n.limbs();
+        let mut pending = [0u64; R];
+        pending.copy_from_slice(columns);
+        let mut ms = [0u64; R];
+        for r in 0..R {
+            let m = ((pending[r] & mask) * self.n0_inv) & mask;
+            ms[r] = m;
+            for s in r..R {
+                pending[s] += m * u64::from(n[s - r]);
+            }
+            if r + 1 < R {
+                pending[r + 1] += pending[r] >> bits;
+            }
+        }
+        ms
+    }
 }
 
-/// columns = a·b, uncarried (columns has at least a.len() + b.len() entries).
-fn product(a: &[u32], b: &[u32], columns: &mut [u64]) {
-    let k = b.len();
+/// columns = a·b, uncarried (columns has room for a.len() + b.len() + ROWS + 3 entries).
+fn product(a: &[u32], b: &Padded, columns: &mut [u64]) {
+    let k = b.limbs().len();
     columns.fill(0);
-    for (i, &a_i) in a.iter().enumerate() {
-        mul_add(&mut columns[i..i + k], u64::from(a_i), b);
+    let mut blocks = a.chunks_exact(ROWS);
+    let span = (k + ROWS - 1).next_multiple_of(4);
+    for (block, rows) in blocks.by_ref().enumerate() {
+        let i = block * ROWS;
+        let ms: [u64; ROWS] = std::array::from_fn(|r| u64::from(rows[r]));
+        mul_add_rows(&mut columns[i..i + span], &ms, b.window(0));
+    }
+    let done = a.len() - blocks.remainder().len();
+    for (i, &a_i) in a.iter().enumerate().skip(done) {
+        let span = k.next_multiple_of(4);
+        mul_add_rows(&mut columns[i..i + span], &[u64::from(a_i)], b.window(LEAD));
     }
 }
 
 /// columns = a², uncarried: each cross product once with 2·a_i, then the squares; about half
 /// the multiplications of `product(a, a)`.
-fn square(a: &[u32], columns: &mut [u64]) {
-    let k = a.len();
+fn square(a: &Padded, columns: &mut [u64]) {
+    let limbs = a.limbs();
+    let k = limbs.len();
     columns.fill(0);
-    for i in 0..k {
-        let a_i = u64::from(a[i]);
+    let mut i = 0;
+    // Rows i..i+R over x = a[i+1..]: row i+r adds 2·a[i+r]·x[u] to column 2i+1+r+u. The shared
+    // pass does that for every u ≥ −r (below x it reads a's lower limbs, or the zeros under
+    // a), but row i+r owns only u ≥ r: the rest are products that belong to other rows (for
+    // u = r − 1, twice its square) and are taken back out below.
+    while i + ROWS < k {
+        let ms: [u64; ROWS] = std::array::from_fn(|r| u64::from(limbs[i + r]) << 1);
+        let base = 2 * i + 1;
+        let span = (k - i - 1 + ROWS - 1).next_multiple_of(4);
+        mul_add_rows(&mut columns[base..base + span], &ms, a.window(i + 1));
+        // a.window(i + 1)[LEAD + u] is a[i + 1 + u], zero below a.
+        let lower = a.window(i + 1);
+        for (r, &m) in ms.iter().enumerate() {
+            for u in 0..2 * r {
+                // u − r runs over −r .. r − 1.
+                let limb = lower[LEAD + u - r];
+                columns[base + u] -= m * u64::from(limb);
+            }
+            let a_r = u64::from(limbs[i + r]);
+            columns[2 * (i + r)] += a_r * a_r;
+        }
+        i += ROWS;
+    }
+    for i in i..k {
+        let a_i = u64::from(limbs[i]);
         columns[2 * i] += a_i * a_i;
-        mul_add(&mut columns[2 * i + 1..i + k], a_i << 1, &a[i + 1..]);
+        let span = (k - i - 1).next_multiple_of(4);
+        mul_add_rows(
+            &mut columns[2 * i + 1..2 * i + 1 + span],
+            &[a_i << 1],
+            a.window(i + 1 + LEAD),
+        );
     }
 }
 
-/// columns[j] += m · x[j] for every j (m < 2^32). The inner loop of everything above.
-pub fn mul_add(columns: &mut [u64], m: u64, x: &[u32]) {
+/// columns[j] += Σ_r ms[r]·limbs[R − 1 + j − r] for every column j (each m < 2^32; limbs past
+/// the end count as zero): R rows of a multiplication, each shifted one limb further. The
+/// inner loop of everything above.
+pub fn mul_add_rows<const R: usize>(columns: &mut [u64], ms: &[u64; R], limbs: &[u32]) {
     #[cfg(target_arch = "wasm32")]
     {
-        mul_add_simd(columns, m, x);
+        mul_add_rows_simd(columns, ms, limbs);
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
-        mul_add_portable(columns, m, x);
+        mul_add_rows_portable(columns, ms, limbs);
     }
 }
 
-/// The reference for [`mul_add`]: plain Rust, what native builds run.
-pub fn mul_add_portable(columns: &mut [u64], m: u64, x: &[u32]) {
-    for (column, &x_j) in columns.iter_mut().zip(x) {
-        *column += m * u64::from(x_j);
+/// The reference for [`mul_add_rows`]: plain Rust, what native builds run.
+pub fn mul_add_rows_portable<const R: usize>(columns: &mut [u64], ms: &[u64; R], limbs: &[u32]) {
+    for (r, &m) in ms.iter().enumerate() {
+        let shifted = limbs.get(R - 1 - r..).unwrap_or_default();
+        for (column, &limb) in columns.iter_mut().zip(shifted) {
+            *column += m * u64::from(limb);
+        }
     }
 }
 
-/// Four limbs per step with Wasm SIMD: two `i64x2.extmul` give the four 64-bit products, which
-/// are added to four columns. V8 runs this about twice as fast as the scalar loop.
+/// Four columns per step with Wasm SIMD: per row, two `i64x2.extmul` give the four 64-bit
+/// products, added to the four columns while they stay in registers.
 #[cfg(target_arch = "wasm32")]
-fn mul_add_simd(columns: &mut [u64], m: u64, x: &[u32]) {
-    let len = columns.len().min(x.len());
-    let quads = len / 4;
-    // SAFETY: every load and store below touches indices below `4 · quads ≤ len`, which is
-    // within both slices (unaligned v128 access is allowed in Wasm); `simd128` is a feature of
-    // every Wasm engine authgate targets (a module using it fails to load elsewhere, it does not
-    // misbehave).
-    unsafe { mul_add_quads(columns.as_mut_ptr(), m as u32, x.as_ptr(), quads) };
-    for j in 4 * quads..len {
-        columns[j] += m * u64::from(x[j]);
+fn mul_add_rows_simd<const R: usize>(columns: &mut [u64], ms: &[u64; R], limbs: &[u32]) {
+    // Steps whose limbs are all there; the rest (none, as this file calls it) one by one.
+    let quads = columns.len().min(limbs.len().saturating_sub(R - 1)) / 4;
+    let ms32 = ms.map(|m| m as u32);
+    // SAFETY: step q reads limbs[4q + R − 1 − r .. 4q + R + 3 − r] for r < R, below
+    // 4·quads + R − 1 ≤ limbs.len(), and reads and writes columns[4q .. 4q + 4], below
+    // 4·quads ≤ columns.len(); unaligned v128 access is allowed in Wasm. `simd128` is a
+    // feature of every Wasm engine authgate targets (a module using it fails to load
+    // elsewhere, it does not misbehave).
+    unsafe { mul_add_quads(columns.as_mut_ptr(), &ms32, limbs.as_ptr(), quads) };
+    for (j, column) in columns.iter_mut().enumerate().skip(4 * quads) {
+        for (r, &m) in ms.iter().enumerate() {
+            if let Some(&limb) = limbs.get(R - 1 + j - r) {
+                *column += m * u64::from(limb);
+            }
+        }
     }
 }
 
+/// columns[4q + c] += Σ_r ms[r]·limbs[4q + c + R − 1 − r] for q < quads, c < 4.
 #[cfg(target_arch = "wasm32")]
 #[target_feature(enable = "simd128")]
-unsafe fn mul_add_quads(columns: *mut u64, m: u32, x: *const u32, quads: usize) {
+unsafe fn mul_add_quads<const R: usize>(
+    columns: *mut u64,
+    ms: &[u32; R],
+    limbs: *const u32,
+    quads: usize,
+) {
     use core::arch::wasm32::{
         u32x4_splat, u64x2_add, u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4, v128, v128_load,
         v128_store,
     };
-    let m = u32x4_splat(m);
+    let mut splats = [u32x4_splat(0); R];
+    for (splat, &m) in splats.iter_mut().zip(ms) {
+        *splat = u32x4_splat(m);
+    }
     for q in 0..quads {
-        let limbs = v128_load(x.add(4 * q).cast::<v128>());
         let low = columns.add(4 * q).cast::<v128>();
         let high = columns.add(4 * q + 2).cast::<v128>();
-        v128_store(
-            low,
-            u64x2_add(v128_load(low), u64x2_extmul_low_u32x4(m, limbs)),
-        );
-        v128_store(
-            high,
-            u64x2_add(v128_load(high), u64x2_extmul_high_u32x4(m, limbs)),
-        );
+        let (mut low_sum, mut high_sum) = (v128_load(low), v128_load(high));
+        for (r, &m) in splats.iter().enumerate() {
+            let x = v128_load(limbs.add(4 * q + R - 1 - r).cast::<v128>());
+            low_sum = u64x2_add(low_sum, u64x2_extmul_low_u32x4(m, x));
+            high_sum = u64x2_add(high_sum, u64x2_extmul_high_u32x4(m, x));
+        }
+        v128_store(low, low_sum);
+        v128_store(high, high_sum);
     }
 }
 

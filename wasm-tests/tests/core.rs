@@ -622,12 +622,42 @@ fn a_configured_key_in_the_wrong_header_is_never_asked_about_as_an_agent_token()
     ));
 }
 
-/// The RSA inner loop: under wasm32 `mul_add` takes the SIMD path, natively the portable one;
-/// both must agree with the portable reference on every length (the SIMD path works four limbs
-/// at a time and finishes the rest one by one) and on the largest inputs.
+/// The RSA inner loop: under wasm32 `mul_add_rows` takes the SIMD path, natively the portable
+/// one; both must agree with the portable reference for every number of columns (the SIMD path
+/// works four columns at a time and finishes the rest one by one), with limbs to spare or
+/// running out, for one row and for blocks of rows, and on the largest inputs.
 #[test]
 fn rsa_inner_loop_matches_the_portable_reference() {
-    use authgate::core::montgomery::{mul_add, mul_add_portable};
+    fn check<const R: usize>(next: &mut impl FnMut() -> u64) {
+        use authgate::core::montgomery::{mul_add_rows, mul_add_rows_portable};
+        for len in 0..23 {
+            for (round, limbs_len) in [len + R + 6, len + R - 1, len, len / 2]
+                .into_iter()
+                .enumerate()
+            {
+                let largest = round == 1;
+                let limbs: Vec<u32> = (0..limbs_len)
+                    .map(|_| {
+                        if largest {
+                            (1 << 26) - 1
+                        } else {
+                            next() as u32 >> 6
+                        }
+                    })
+                    .collect();
+                let ms: [u64; R] =
+                    std::array::from_fn(|_| if largest { (1 << 27) - 2 } else { next() >> 37 });
+                let start: Vec<u64> = (0..len).map(|_| next() >> 8).collect();
+                let (mut fast, mut reference) = (start.clone(), start.clone());
+                mul_add_rows(&mut fast, &ms, &limbs);
+                mul_add_rows_portable(&mut reference, &ms, &limbs);
+                assert_eq!(fast, reference, "rows {R} columns {len} limbs {limbs_len}");
+                if len > 0 && round == 0 {
+                    assert_ne!(fast, start, "rows {R} columns {len}: nothing added");
+                }
+            }
+        }
+    }
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {
         seed ^= seed << 13;
@@ -635,27 +665,7 @@ fn rsa_inner_loop_matches_the_portable_reference() {
         seed ^= seed << 17;
         seed
     };
-    for len in 0..23 {
-        for round in 0..4 {
-            let x: Vec<u32> = (0..len)
-                .map(|_| {
-                    if round == 3 {
-                        (1 << 26) - 1
-                    } else {
-                        next() as u32 >> 6
-                    }
-                })
-                .collect();
-            let m = if round == 3 {
-                (1 << 27) - 2
-            } else {
-                next() >> 37
-            };
-            let start: Vec<u64> = (0..len + 2).map(|_| next() >> 8).collect();
-            let (mut fast, mut reference) = (start.clone(), start.clone());
-            mul_add(&mut fast[1..], m, &x);
-            mul_add_portable(&mut reference[1..], m, &x);
-            assert_eq!(fast, reference, "len {len} round {round}");
-        }
-    }
+    check::<1>(&mut next);
+    check::<2>(&mut next);
+    check::<4>(&mut next);
 }
