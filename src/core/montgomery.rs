@@ -9,7 +9,10 @@
 //! columns without carrying. A column takes at most about 2·k products below 2^(2w+1), which
 //! must stay below 2^64: w = 28 for moduli up to 120 limbs (3360 bits, every common RSA size but
 //! 4096), w = 26 beyond, up to 320 limbs (8320 bits). With no carry chain the inner loop is one
-//! multiply-add per limb, which Wasm SIMD does two at a time (`i64x2.extmul_low_i32x4_u`).
+//! multiply-add per limb, which Wasm SIMD does two at a time (`i64x2.extmul_low_i32x4_u`), for
+//! four rows while the columns stay in registers. The signature enters the chain of Montgomery
+//! multiplications as it is and leaves it multiplied by a per-key constant: one multiplication
+//! fewer than converting into Montgomery form and back.
 
 /// Limb width for moduli of up to `WIDE_MAX_LIMBS` limbs of `WIDE_BITS`.
 const WIDE_BITS: u32 = 28;
@@ -81,8 +84,10 @@ pub struct Modulus {
     n: Padded,
     /// -n⁻¹ mod 2^w.
     n0_inv: u64,
-    /// R² mod n, to bring a number into Montgomery form with one multiplication.
-    r2: Padded,
+    /// The public exponent e this modulus is prepared for.
+    exponent: u64,
+    /// R^e mod n: what turns the chain's s^e·R^-(e-1) into s^e with one multiplication.
+    r_to_e: Padded,
     /// Length of n in bytes (the signature length).
     byte_len: usize,
     /// Length of n in bits.
@@ -97,8 +102,9 @@ impl std::fmt::Debug for Modulus {
 }
 
 impl Modulus {
-    /// From big-endian bytes. None unless n is odd, longer than 32 bits and at most 8320 bits.
-    pub fn from_be_bytes(bytes: &[u8]) -> Option<Modulus> {
+    /// From big-endian bytes, for raising to `exponent`. None unless n is odd, longer than 32
+    /// bits and at most 8320 bits, and the exponent is not 0.
+    pub fn from_be_bytes(bytes: &[u8], exponent: u64) -> Option<Modulus> {
         let bytes = strip_leading_zeros(bytes);
         let top = *bytes.first()?;
         let bits = 8 * bytes.len() - top.leading_zeros() as usize;
@@ -109,7 +115,7 @@ impl Modulus {
             Radix { bits: NARROW_BITS }
         };
         let k = radix.limbs_for(bits);
-        if bits <= 32 || k > MAX_LIMBS {
+        if bits <= 32 || k > MAX_LIMBS || exponent == 0 {
             return None;
         }
         let mut n = limbs_from_be(bytes, k, radix);
@@ -119,15 +125,28 @@ impl Modulus {
             return None;
         }
         let n0_inv = u64::from(neg_inverse_mod_2_32(low)) & radix.mask();
-        let r2 = Padded::from_limbs(&r_squared(&n, radix));
-        Some(Modulus {
+        let mut modulus = Modulus {
             n0_inv,
-            r2,
+            exponent,
+            r_to_e: Padded::zero(k),
             byte_len: bytes.len(),
             bits,
             radix,
             n: Padded::from_limbs(&n),
-        })
+        };
+        // R² is R in Montgomery form; its chain is R^(2e)·R^-(e-1) = R^(e+1), and one
+        // reduction takes off the last R.
+        let r2 = Padded::from_limbs(&r_squared(&n, radix));
+        let mut columns = modulus.columns();
+        let r_to_e_plus_1 = modulus.chain(&r2, &mut columns);
+        columns.fill(0);
+        for (column, &limb) in columns.iter_mut().zip(r_to_e_plus_1.limbs()) {
+            *column = u64::from(limb);
+        }
+        let mut r_to_e = Padded::zero(k);
+        modulus.reduce(&mut columns, r_to_e.limbs_mut());
+        modulus.r_to_e = r_to_e;
+        Some(modulus)
     }
 
     pub fn byte_len(&self) -> usize {
@@ -139,10 +158,10 @@ impl Modulus {
         self.bits
     }
 
-    /// base^exponent mod n, big-endian, `byte_len` bytes. None when base ≥ n (a signature must
-    /// be a number below the modulus) or its length is not the modulus length.
-    pub fn pow_be(&self, base: &[u8], exponent: u64) -> Option<Vec<u8>> {
-        if base.len() != self.byte_len || exponent == 0 {
+    /// base^e mod n, big-endian, `byte_len` bytes. None when base ≥ n (a signature must be a
+    /// number below the modulus) or its length is not the modulus length.
+    pub fn pow_be(&self, base: &[u8]) -> Option<Vec<u8>> {
+        if base.len() != self.byte_len {
             return None;
         }
         let n = self.n.limbs();
@@ -156,30 +175,37 @@ impl Modulus {
         if !less_than(&base, n) {
             return None;
         }
-        // Room for the last block's four-column steps to run past column 2k.
-        let mut columns = vec![0u64; 2 * k + ROWS + 4];
-        let mut base_m = Padded::zero(k);
-        product(&base, &self.r2, &mut columns);
-        self.reduce(&mut columns, base_m.limbs_mut());
-        let mut acc = base_m.clone();
-        // Left to right over the exponent's bits after the leading one: 65537 is 16 squarings
-        // and one multiplication.
-        let top = 63 - exponent.leading_zeros();
+        // The base goes in as it is, not in Montgomery form (that would cost a multiplication
+        // by R²): the chain gives s^e·R^-(e-1), and one multiplication by R^e gives s^e.
+        let mut columns = self.columns();
+        let chained = self.chain(&Padded::from_limbs(&base), &mut columns);
+        product(chained.limbs(), &self.r_to_e, &mut columns);
+        let mut result = Padded::zero(k);
+        self.reduce(&mut columns, result.limbs_mut());
+        Some(limbs_to_be(result.limbs(), self.byte_len, self.radix))
+    }
+
+    /// Room for a product's columns, and for the last block's four-column steps to run past
+    /// column 2k.
+    fn columns(&self) -> Vec<u64> {
+        vec![0u64; 2 * self.n.limbs().len() + ROWS + 4]
+    }
+
+    /// Montgomery multiplications left to right over e's bits after the leading one (65537: 16
+    /// squarings and one multiplication). Each divides by R once, so for x below n this returns
+    /// x^e·R^-(e-1) mod n: the power of R⁻¹ grows as the power of x does, one behind.
+    fn chain(&self, x: &Padded, columns: &mut [u64]) -> Padded {
+        let mut acc = x.clone();
+        let top = 63 - self.exponent.leading_zeros();
         for bit in (0..top).rev() {
-            square(&acc, &mut columns);
-            self.reduce(&mut columns, acc.limbs_mut());
-            if exponent >> bit & 1 == 1 {
-                product(acc.limbs(), &base_m, &mut columns);
-                self.reduce(&mut columns, acc.limbs_mut());
+            square(&acc, columns);
+            self.reduce(columns, acc.limbs_mut());
+            if self.exponent >> bit & 1 == 1 {
+                product(acc.limbs(), x, columns);
+                self.reduce(columns, acc.limbs_mut());
             }
         }
-        // Out of Montgomery form: one reduction of acc alone.
-        columns.fill(0);
-        for (column, &limb) in columns.iter_mut().zip(acc.limbs()) {
-            *column = u64::from(limb);
-        }
-        self.reduce(&mut columns, acc.limbs_mut());
-        Some(limbs_to_be(acc.limbs(), self.byte_len, self.radix))
+        acc
     }
 
     /// out = t·R⁻¹ mod n (Montgomery reduction) of the uncarried columns t (below n·R);
@@ -482,13 +508,13 @@ mod tests {
     use rsa::BigUint;
 
     fn check(n: &BigUint, base: &BigUint, e: u64) {
-        let modulus = Modulus::from_be_bytes(&n.to_bytes_be()).unwrap();
+        let modulus = Modulus::from_be_bytes(&n.to_bytes_be(), e).unwrap();
         let len = modulus.byte_len();
         let mut base_bytes = base.to_bytes_be();
         while base_bytes.len() < len {
             base_bytes.insert(0, 0);
         }
-        let got = modulus.pow_be(&base_bytes, e).unwrap();
+        let got = modulus.pow_be(&base_bytes).unwrap();
         let want = base.modpow(&BigUint::from(e), n);
         assert_eq!(
             BigUint::from_bytes_be(&got),
@@ -537,21 +563,22 @@ mod tests {
                 check(&n, &base, 65537);
             }
         }
-        assert!(Modulus::from_be_bytes(&[0xff; 1040]).is_some());
-        assert!(Modulus::from_be_bytes(&[0xff; 1041]).is_none());
+        assert!(Modulus::from_be_bytes(&[0xff; 1040], 65537).is_some());
+        assert!(Modulus::from_be_bytes(&[0xff; 1041], 65537).is_none());
     }
 
     #[test]
     fn refuses_bases_not_below_the_modulus() {
         let n = BigUint::from_bytes_be(&[0xc3, 0, 0, 0, 0, 0, 0, 0x11]);
-        let modulus = Modulus::from_be_bytes(&n.to_bytes_be()).unwrap();
-        assert_eq!(modulus.pow_be(&n.to_bytes_be(), 65537), None);
-        assert_eq!(modulus.pow_be(&[0xff; 8], 65537), None);
-        assert_eq!(modulus.pow_be(&[1; 7], 65537), None);
+        let modulus = Modulus::from_be_bytes(&n.to_bytes_be(), 65537).unwrap();
+        assert_eq!(modulus.pow_be(&n.to_bytes_be()), None);
+        assert_eq!(modulus.pow_be(&[0xff; 8]), None);
+        assert_eq!(modulus.pow_be(&[1; 7]), None);
         // n's top byte holds one bit: a base of the same length can reach beyond n's limbs.
-        let short_top = Modulus::from_be_bytes(&[0x01, 0, 0, 0, 0, 0, 0, 0x11]).unwrap();
-        assert_eq!(short_top.pow_be(&[0x80, 0, 0, 0, 0, 0, 0, 0], 65537), None);
-        assert_eq!(short_top.pow_be(&[0xff; 8], 3), None);
-        assert!(Modulus::from_be_bytes(&[0x80, 0, 0, 0, 0, 0, 0, 2]).is_none());
+        let short_top = Modulus::from_be_bytes(&[0x01, 0, 0, 0, 0, 0, 0, 0x11], 65537).unwrap();
+        assert_eq!(short_top.pow_be(&[0x80, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(short_top.pow_be(&[0xff; 8]), None);
+        assert!(Modulus::from_be_bytes(&[0x80, 0, 0, 0, 0, 0, 0, 2], 65537).is_none());
+        assert!(Modulus::from_be_bytes(&[0xc3, 0, 0, 0, 0, 0, 0, 0x11], 0).is_none());
     }
 }

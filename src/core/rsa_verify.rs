@@ -15,8 +15,8 @@ use crate::core::montgomery::Modulus;
 /// A public RSA key ready for fast verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RsaVerifyingKey {
+    /// n, prepared for the key's exponent.
     modulus: Modulus,
-    exponent: u64,
 }
 
 /// The largest public exponent accepted, as the `rsa` crate (and OpenSSL's default) limits it:
@@ -34,9 +34,9 @@ impl RsaVerifyingKey {
         if exponent < 3 || exponent & 1 == 0 || exponent > MAX_EXPONENT {
             return Err(format!("invalid RSA key: public exponent {exponent}"));
         }
-        let modulus = Modulus::from_be_bytes(n)
+        let modulus = Modulus::from_be_bytes(n, exponent)
             .ok_or_else(|| "invalid RSA key: the modulus must be odd".to_string())?;
-        Ok(RsaVerifyingKey { modulus, exponent })
+        Ok(RsaVerifyingKey { modulus })
     }
 
     /// Length of the modulus in bits.
@@ -133,7 +133,7 @@ impl Algorithm for FastRsa {
         let Some((hash, pss)) = self.scheme() else {
             return false;
         };
-        let Some(encoded) = key.modulus.pow_be(&signature.as_bytes(), key.exponent) else {
+        let Some(encoded) = key.modulus.pow_be(&signature.as_bytes()) else {
             return false;
         };
         let digest = hash.digest(message);
