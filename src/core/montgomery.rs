@@ -84,6 +84,8 @@ pub struct Modulus {
     n: Padded,
     /// -n⁻¹ mod 2^w.
     n0_inv: u64,
+    /// -n⁻¹ mod 2^(2w): two rows' multipliers from one multiplication.
+    n01_inv: u64,
     /// The public exponent e this modulus is prepared for.
     exponent: u64,
     /// R^e mod n: what turns the chain's s^e·R^-(e-1) into s^e with one multiplication.
@@ -125,8 +127,11 @@ impl Modulus {
             return None;
         }
         let n0_inv = u64::from(neg_inverse_mod_2_32(low)) & radix.mask();
+        let low_two = u64::from(low) | u64::from(n.get(1).copied().unwrap_or(0)) << radix.bits;
+        let n01_inv = neg_inverse_mod_2_64(low_two) & ((1 << (2 * radix.bits)) - 1);
         let mut modulus = Modulus {
             n0_inv,
+            n01_inv,
             exponent,
             r_to_e: Padded::zero(k),
             byte_len: bytes.len(),
@@ -248,21 +253,38 @@ impl Modulus {
 
     /// The Montgomery multipliers of the next R rows, given the R columns they clear (column i
     /// holds every carry from below it, so its low bits are final). Row r's multiplier depends
-    /// on what the rows before it add to its column, which this replays on a copy.
+    /// on what the rows before it add to its column, which this replays on a copy. This chain
+    /// of dependent multiplications is the latency of a reduction: rows are taken two at a
+    /// time, their multipliers being the two limbs of −t·n⁻¹ mod 2^(2w), t the two columns.
     fn multipliers<const R: usize>(&self, columns: &[u64]) -> [u64; R] {
         let (bits, mask) = (self.radix.bits, self.radix.mask());
         let n = self.n.limbs();
         let mut pending = [0u64; R];
         pending.copy_from_slice(columns);
         let mut ms = [0u64; R];
-        for r in 0..R {
-            let m = ((pending[r] & mask) * self.n0_inv) & mask;
-            ms[r] = m;
-            for s in r..R {
-                pending[s] += m * u64::from(n[s - r]);
-            }
+        let mut r = 0;
+        while r < R {
             if r + 1 < R {
+                let t = pending[r].wrapping_add(pending[r + 1] << bits);
+                let m = t.wrapping_mul(self.n01_inv);
+                let (m0, m1) = (m & mask, (m >> bits) & mask);
+                ms[r] = m0;
+                ms[r + 1] = m1;
+                for s in r..R {
+                    pending[s] += m0 * u64::from(n[s - r]);
+                }
+                for s in r + 1..R {
+                    pending[s] += m1 * u64::from(n[s - r - 1]);
+                }
                 pending[r + 1] += pending[r] >> bits;
+                if r + 2 < R {
+                    pending[r + 2] += pending[r + 1] >> bits;
+                }
+                r += 2;
+            } else {
+                let m = ((pending[r] & mask) * self.n0_inv) & mask;
+                ms[r] = m;
+                r += 1;
             }
         }
         ms
@@ -303,14 +325,15 @@ fn square(a: &Padded, columns: &mut [u64]) {
         let base = 2 * i + 1;
         let span = (k - i - 1 + ROWS - 1).next_multiple_of(4);
         mul_add_rows(&mut columns[base..base + span], &ms, a.window(i + 1));
-        // a.window(i + 1)[LEAD + u] is a[i + 1 + u], zero below a.
-        let lower = a.window(i + 1);
+        // lower[LEAD + u] is a[i + 1 + u], zero below a; row r's strays are u = −r .. r − 1.
+        let lower = &a.window(i + 1)[..LEAD + ROWS];
+        let strays = &mut columns[base..base + 2 * ROWS];
         for (r, &m) in ms.iter().enumerate() {
             for u in 0..2 * r {
-                // u − r runs over −r .. r − 1.
-                let limb = lower[LEAD + u - r];
-                columns[base + u] -= m * u64::from(limb);
+                strays[u] -= m * u64::from(lower[LEAD + u - r]);
             }
+        }
+        for r in 0..ROWS {
             let a_r = u64::from(limbs[i + r]);
             columns[2 * (i + r)] += a_r * a_r;
         }
@@ -479,6 +502,15 @@ fn neg_inverse_mod_2_32(x: u32) -> u32 {
     let mut inv: u32 = 1;
     for _ in 0..5 {
         inv = inv.wrapping_mul(2u32.wrapping_sub(x.wrapping_mul(inv)));
+    }
+    inv.wrapping_neg()
+}
+
+/// -x⁻¹ mod 2⁶⁴ for odd x, by Newton iteration.
+fn neg_inverse_mod_2_64(x: u64) -> u64 {
+    let mut inv: u64 = 1;
+    for _ in 0..6 {
+        inv = inv.wrapping_mul(2u64.wrapping_sub(x.wrapping_mul(inv)));
     }
     inv.wrapping_neg()
 }
