@@ -213,41 +213,49 @@ impl Modulus {
         acc
     }
 
-    /// out = t·R⁻¹ mod n (Montgomery reduction) of the uncarried columns t (below n·R);
-    /// `columns` is overwritten.
+    /// out = t·R⁻¹ mod n (Montgomery reduction) of the uncarried columns t (below n·R). Leaves
+    /// every column zero, ready for the next product (which then needs no clearing).
     fn reduce(&self, columns: &mut [u64], out: &mut [u32]) {
         let n = self.n.limbs();
         let k = n.len();
         let (bits, mask) = (self.radix.bits, self.radix.mask());
         let mut i = 0;
         while i + ROWS <= k {
-            let ms = self.multipliers::<ROWS>(&columns[i..i + ROWS]);
-            let span = (k + ROWS - 1).next_multiple_of(4);
-            mul_add_rows(&mut columns[i..i + span], &ms, self.n.window(0));
-            // Columns i.. are now multiples of 2^w in turn; what is above moves up.
-            for column in i..i + ROWS {
-                let carry = columns[column] >> bits;
-                columns[column + 1] += carry;
-            }
+            self.reduce_rows::<ROWS>(columns, i);
             i += ROWS;
         }
-        while i < k {
-            let ms = self.multipliers::<1>(&columns[i..=i]);
-            let span = k.next_multiple_of(4);
-            mul_add_rows(&mut columns[i..i + span], &ms, self.n.window(LEAD));
-            let carry = columns[i] >> bits;
-            columns[i + 1] += carry;
-            i += 1;
+        // The rest of the rows: two at a time, then one.
+        while i + 2 <= k {
+            self.reduce_rows::<2>(columns, i);
+            i += 2;
+        }
+        if i < k {
+            self.reduce_rows::<1>(columns, i);
         }
         let mut carry = 0u64;
-        for (limb, column) in out.iter_mut().zip(&columns[k..2 * k]) {
-            let value = column + carry;
+        for (limb, column) in out.iter_mut().zip(&mut columns[k..2 * k]) {
+            let value = *column + carry;
+            *column = 0;
             *limb = (value & mask) as u32;
             carry = value >> bits;
         }
         // The result is below 2n: at most one subtraction, and carry is then 0 or 1.
         if carry != 0 || !less_than(out, n) {
             subtract_in_place(out, n, self.radix);
+        }
+    }
+
+    /// Clears columns i .. i+R: adds m·n at row i+r for each r, so that each of these columns
+    /// becomes a multiple of 2^w, and moves what is above up.
+    fn reduce_rows<const R: usize>(&self, columns: &mut [u64], i: usize) {
+        let k = self.n.limbs().len();
+        let ms = self.multipliers::<R>(&columns[i..i + R]);
+        let span = (k + R - 1).next_multiple_of(4);
+        mul_add_rows(&mut columns[i..i + span], &ms, self.n.window(LEAD + 1 - R));
+        for column in i..i + R {
+            let carry = columns[column] >> self.radix.bits;
+            columns[column] = 0;
+            columns[column + 1] += carry;
         }
     }
 
@@ -291,10 +299,10 @@ impl Modulus {
     }
 }
 
-/// columns = a·b, uncarried (columns has room for a.len() + b.len() + ROWS + 3 entries).
+/// columns = a·b, uncarried (columns are zero, with room for a.len() + b.len() + ROWS + 3).
 fn product(a: &[u32], b: &Padded, columns: &mut [u64]) {
     let k = b.limbs().len();
-    columns.fill(0);
+    debug_assert!(columns.iter().all(|c| *c == 0), "columns left uncleared");
     let mut blocks = a.chunks_exact(ROWS);
     let span = (k + ROWS - 1).next_multiple_of(4);
     for (block, rows) in blocks.by_ref().enumerate() {
@@ -309,12 +317,12 @@ fn product(a: &[u32], b: &Padded, columns: &mut [u64]) {
     }
 }
 
-/// columns = a², uncarried: each cross product once with 2·a_i, then the squares; about half
+/// columns = a², uncarried (columns are zero): each cross product once with 2·a_i, then the squares; about half
 /// the multiplications of `product(a, a)`.
 fn square(a: &Padded, columns: &mut [u64]) {
     let limbs = a.limbs();
     let k = limbs.len();
-    columns.fill(0);
+    debug_assert!(columns.iter().all(|c| *c == 0), "columns left uncleared");
     let mut i = 0;
     // Rows i..i+R over x = a[i+1..]: row i+r adds 2·a[i+r]·x[u] to column 2i+1+r+u. The shared
     // pass does that for every u ≥ −r (below x it reads a's lower limbs, or the zeros under
