@@ -466,9 +466,11 @@ impl Run<'_, '_> {
             if self.gate.failures == 0 {
                 self.metrics.increment(Metric::AuthzCacheHit);
                 count_allowed(self.metrics, valid.kind);
+                // The service's headers replace what the client sent under those names;
+                // names the request does not carry need no removal (a host call each).
                 let mut remove = remove;
                 for name in names.iter() {
-                    if !remove.contains(name) {
+                    if !remove.contains(name) && request.header(name).is_some() {
                         remove.push(name.clone());
                     }
                 }
