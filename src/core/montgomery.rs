@@ -144,7 +144,8 @@ impl Modulus {
         let r2 = Padded::from_limbs(&r_squared(&n, radix));
         let mut columns = modulus.columns();
         let r_to_e_plus_1 = modulus.chain(&r2, &mut columns);
-        columns.fill(0);
+        // The chain's last reduction left the columns zero.
+        debug_assert!(columns.iter().all(|c| *c == 0), "columns left uncleared");
         for (column, &limb) in columns.iter_mut().zip(r_to_e_plus_1.limbs()) {
             *column = u64::from(limb);
         }
