@@ -86,6 +86,8 @@ pub struct Modulus {
     n0_inv: u64,
     /// -n⁻¹ mod 2^(2w): two rows' multipliers from one multiplication.
     n01_inv: u64,
+    /// n's lowest limbs, what a block's multipliers depend on.
+    n_low: [u64; ROWS],
     /// The public exponent e this modulus is prepared for.
     exponent: u64,
     /// R^e mod n: what turns the chain's s^e·R^-(e-1) into s^e with one multiplication.
@@ -132,6 +134,7 @@ impl Modulus {
         let mut modulus = Modulus {
             n0_inv,
             n01_inv,
+            n_low: std::array::from_fn(|j| n.get(j).copied().map_or(0, u64::from)),
             exponent,
             r_to_e: Padded::zero(k),
             byte_len: bytes.len(),
@@ -253,11 +256,12 @@ impl Modulus {
         let ms = self.multipliers::<R>(&columns[i..i + R]);
         let span = (k + R - 1).next_multiple_of(4);
         mul_add_rows(&mut columns[i..i + span], &ms, self.n.window(LEAD + 1 - R));
-        for column in i..i + R {
-            let carry = columns[column] >> self.radix.bits;
-            columns[column] = 0;
-            columns[column + 1] += carry;
+        let mut carry = 0;
+        for column in &mut columns[i..i + R] {
+            carry = (*column + carry) >> self.radix.bits;
+            *column = 0;
         }
+        columns[i + R] += carry;
     }
 
     /// The Montgomery multipliers of the next R rows, given the R columns they clear (column i
@@ -267,7 +271,7 @@ impl Modulus {
     /// time, their multipliers being the two limbs of −t·n⁻¹ mod 2^(2w), t the two columns.
     fn multipliers<const R: usize>(&self, columns: &[u64]) -> [u64; R] {
         let (bits, mask) = (self.radix.bits, self.radix.mask());
-        let n = self.n.limbs();
+        let n = &self.n_low;
         let mut pending = [0u64; R];
         pending.copy_from_slice(columns);
         let mut ms = [0u64; R];
@@ -280,10 +284,10 @@ impl Modulus {
                 ms[r] = m0;
                 ms[r + 1] = m1;
                 for s in r..R {
-                    pending[s] += m0 * u64::from(n[s - r]);
+                    pending[s] += m0 * n[s - r];
                 }
                 for s in r + 1..R {
-                    pending[s] += m1 * u64::from(n[s - r - 1]);
+                    pending[s] += m1 * n[s - r - 1];
                 }
                 pending[r + 1] += pending[r] >> bits;
                 if r + 2 < R {
