@@ -40,6 +40,8 @@ impl Radix {
 /// Rows of a schoolbook multiplication done in one pass over the columns: each column is
 /// loaded and stored once per ROWS rows instead of once per row.
 const ROWS: usize = 4;
+// `Modulus::multipliers` is written out for blocks of 4, 2 and 1 rows.
+const _: () = assert!(ROWS == 4);
 /// Zero limbs kept before and after every number the passes read, so that a block of rows
 /// reads zeros where it reaches beyond the number (no scalar code for the ends of a block), and
 /// its four-column steps may run past the last column.
@@ -266,39 +268,32 @@ impl Modulus {
 
     /// The Montgomery multipliers of the next R rows, given the R columns they clear (column i
     /// holds every carry from below it, so its low bits are final). Row r's multiplier depends
-    /// on what the rows before it add to its column, which this replays on a copy. This chain
-    /// of dependent multiplications is the latency of a reduction: rows are taken two at a
-    /// time, their multipliers being the two limbs of −t·n⁻¹ mod 2^(2w), t the two columns.
+    /// on what the rows before it add to its column: a chain of dependent multiplications, the
+    /// latency of a reduction. Rows go two at a time, their multipliers being the two limbs of
+    /// −t·n⁻¹ mod 2^(2w), t the two columns; blocks of 1, 2 and 4 rows are written out in
+    /// locals, as LLVM at opt-level "s" keeps loops over small arrays in memory.
     fn multipliers<const R: usize>(&self, columns: &[u64]) -> [u64; R] {
         let (bits, mask) = (self.radix.bits, self.radix.mask());
         let n = &self.n_low;
-        let mut pending = [0u64; R];
-        pending.copy_from_slice(columns);
+        let pair = |low: u64, high: u64| {
+            let m = low.wrapping_add(high << bits).wrapping_mul(self.n01_inv);
+            (m & mask, (m >> bits) & mask)
+        };
         let mut ms = [0u64; R];
-        let mut r = 0;
-        while r < R {
-            if r + 1 < R {
-                let t = pending[r].wrapping_add(pending[r + 1] << bits);
-                let m = t.wrapping_mul(self.n01_inv);
-                let (m0, m1) = (m & mask, (m >> bits) & mask);
-                ms[r] = m0;
-                ms[r + 1] = m1;
-                for s in r..R {
-                    pending[s] += m0 * n[s - r];
-                }
-                for s in r + 1..R {
-                    pending[s] += m1 * n[s - r - 1];
-                }
-                pending[r + 1] += pending[r] >> bits;
-                if r + 2 < R {
-                    pending[r + 2] += pending[r + 1] >> bits;
-                }
-                r += 2;
-            } else {
-                let m = ((pending[r] & mask) * self.n0_inv) & mask;
-                ms[r] = m;
-                r += 1;
+        match (columns, ms.as_mut_slice()) {
+            ([c0], [m0]) => *m0 = ((c0 & mask) * self.n0_inv) & mask,
+            ([c0, c1], [m0, m1]) => (*m0, *m1) = pair(*c0, *c1),
+            ([c0, c1, c2, c3], [m0, m1, m2, m3]) => {
+                let (a, b) = pair(*c0, *c1);
+                // Columns 2 and 3 as rows 0 and 1 leave them, with the carry out of 0 and 1.
+                let t0 = c0 + a * n[0];
+                let t1 = c1 + a * n[1] + b * n[0] + (t0 >> bits);
+                let t2 = c2 + a * n[2] + b * n[1] + (t1 >> bits);
+                let t3 = c3 + a * n[3] + b * n[2];
+                let (c, d) = pair(t2, t3);
+                (*m0, *m1, *m2, *m3) = (a, b, c, d);
             }
+            _ => {}
         }
         ms
     }
@@ -410,7 +405,10 @@ fn mul_add_rows_simd<const R: usize>(columns: &mut [u64], ms: &[u64; R], limbs: 
     }
 }
 
-/// columns[4q + c] += Σ_r ms[r]·limbs[4q + c + R − 1 − r] for q < quads, c < 4.
+/// columns[4q + c] += Σ_r ms[r]·limbs[4q + c + R − 1 − r] for q < quads, c < 4. The rows
+/// stay a loop over splats held in memory: written out with the splats in locals, LLVM sees
+/// `extmul` of a splatted u32 and turns it into `i64x2.mul` of extended halves, which V8
+/// emulates (the modexp ran 1.7× slower).
 #[cfg(target_arch = "wasm32")]
 #[target_feature(enable = "simd128")]
 unsafe fn mul_add_quads<const R: usize>(
