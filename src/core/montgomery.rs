@@ -84,10 +84,9 @@ impl Padded {
 pub struct Modulus {
     /// Little-endian w-bit limbs of n; the top limb is non-zero.
     n: Padded,
-    /// -n⁻¹ mod 2^w.
-    n0_inv: u64,
-    /// -n⁻¹ mod 2^(2w): two rows' multipliers from one multiplication.
-    n01_inv: u64,
+    /// -n⁻¹ mod 2^(2w): two rows' multipliers from one multiplication (its low w bits are
+    /// -n⁻¹ mod 2^w, one row's).
+    n_inv: u64,
     /// n's lowest limbs, what a block's multipliers depend on.
     n_low: [u64; ROWS],
     /// The public exponent e this modulus is prepared for.
@@ -130,13 +129,12 @@ impl Modulus {
         if low & 1 == 0 {
             return None;
         }
-        let n0_inv = u64::from(neg_inverse_mod_2_32(low)) & radix.mask();
-        let low_two = u64::from(low) | u64::from(n.get(1).copied().unwrap_or(0)) << radix.bits;
-        let n01_inv = neg_inverse_mod_2_64(low_two) & ((1 << (2 * radix.bits)) - 1);
+        let n_low: [u64; ROWS] = std::array::from_fn(|j| n.get(j).copied().map_or(0, u64::from));
+        let n_inv =
+            neg_inverse_mod_2_64(n_low[0] | n_low[1] << radix.bits) & ((1 << (2 * radix.bits)) - 1);
         let mut modulus = Modulus {
-            n0_inv,
-            n01_inv,
-            n_low: std::array::from_fn(|j| n.get(j).copied().map_or(0, u64::from)),
+            n_inv,
+            n_low,
             exponent,
             r_to_e: Padded::zero(k),
             byte_len: bytes.len(),
@@ -276,12 +274,12 @@ impl Modulus {
         let (bits, mask) = (self.radix.bits, self.radix.mask());
         let n = &self.n_low;
         let pair = |low: u64, high: u64| {
-            let m = low.wrapping_add(high << bits).wrapping_mul(self.n01_inv);
+            let m = low.wrapping_add(high << bits).wrapping_mul(self.n_inv);
             (m & mask, (m >> bits) & mask)
         };
         let mut ms = [0u64; R];
         match (columns, ms.as_mut_slice()) {
-            ([c0], [m0]) => *m0 = ((c0 & mask) * self.n0_inv) & mask,
+            ([c0], [m0]) => *m0 = ((c0 & mask) * (self.n_inv & mask)) & mask,
             ([c0, c1], [m0, m1]) => (*m0, *m1) = pair(*c0, *c1),
             ([c0, c1, c2, c3], [m0, m1, m2, m3]) => {
                 let (a, b) = pair(*c0, *c1);
@@ -508,16 +506,7 @@ fn subtract_in_place(a: &mut [u32], b: &[u32], radix: Radix) {
     }
 }
 
-/// -x⁻¹ mod 2³² for odd x, by Newton iteration (each step doubles the correct low bits).
-fn neg_inverse_mod_2_32(x: u32) -> u32 {
-    let mut inv: u32 = 1;
-    for _ in 0..5 {
-        inv = inv.wrapping_mul(2u32.wrapping_sub(x.wrapping_mul(inv)));
-    }
-    inv.wrapping_neg()
-}
-
-/// -x⁻¹ mod 2⁶⁴ for odd x, by Newton iteration.
+/// -x⁻¹ mod 2⁶⁴ for odd x, by Newton iteration (each step doubles the correct low bits).
 fn neg_inverse_mod_2_64(x: u64) -> u64 {
     let mut inv: u64 = 1;
     for _ in 0..6 {
