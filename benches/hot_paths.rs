@@ -12,16 +12,16 @@ mod fixtures;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use authgate::core::backoff::MemoryStore;
 use authgate::core::config::Config;
 use authgate::core::engine::{decide, Context, Effects, State, Step};
 use authgate::core::header_pairs;
-use authgate::core::jwks::KeySet;
 use authgate::core::jwt;
+use authgate::core::jwt::jwks::KeySet;
+use authgate::core::jwt::montgomery::Modulus;
+use authgate::core::jwt::token_cache::TokenCache;
 use authgate::core::metrics::Recorded;
-use authgate::core::montgomery::Modulus;
+use authgate::core::policy::backoff::MemoryStore;
 use authgate::core::request::Request;
-use authgate::core::token_cache::TokenCache;
 use serde_json::json;
 
 /// 2030-01-01 in ms: inside every fixture token's validity.

@@ -24,14 +24,14 @@ use std::rc::Rc;
 
 use arbitrary::{Arbitrary, Unstructured};
 use authgate::core::authz::FailureMode;
-use authgate::core::backoff::MemoryStore;
+use authgate::core::policy::backoff::MemoryStore;
 use authgate::core::config::Config;
 use authgate::core::credentials::Kind;
-use authgate::core::decision_cache::{self, Decided, DecisionKey};
+use authgate::core::authz::decision_cache::{self, Decided, DecisionKey};
 use authgate::core::engine::{
     complete_authz, decide, resolve, Context, Effects, Resolution, State, Step,
 };
-use authgate::core::jwks::KeySet;
+use authgate::core::jwt::jwks::KeySet;
 use authgate::core::metrics::Recorded;
 use authgate::core::replies::Reply;
 use authgate::core::request::{borrow_pairs, Request};

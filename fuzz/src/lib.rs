@@ -17,9 +17,9 @@ pub mod support;
 use authgate::core::authz::RESERVED_HEADERS as RESERVED;
 use authgate::core::authz::{Answer, AuthzError};
 use authgate::core::config::{Config, Plugin};
-use authgate::core::jwks::KeySet;
+use authgate::core::jwt::jwks::KeySet;
 use authgate::core::jwt;
-use authgate::core::llm_replies::{LlmReply, Shape};
+use authgate::core::replies::llm::{LlmReply, Shape};
 use authgate::core::replies::Reply;
 use serde_json::Value;
 
@@ -334,7 +334,7 @@ pub fn check_llm_output(shape: Shape, out: &Reply, text: &str) {
 /// behind every RS*/PS* verification, against `rsa`'s `BigUint::modpow`. Input: 8 bytes of
 /// exponent (little-endian), one byte of modulus length (mod 65), the modulus, then the base.
 pub fn check_rsa_modpow(data: &[u8]) {
-    use authgate::core::montgomery::Modulus;
+    use authgate::core::jwt::montgomery::Modulus;
     use rsa::BigUint;
     let [e0, e1, e2, e3, e4, e5, e6, e7, len, rest @ ..] = data else {
         return;

@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use authgate::core::authz::Enterprise;
 use authgate::core::config::Config;
-use authgate::core::jwks::KeySet;
+use authgate::core::jwt::jwks::KeySet;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};

@@ -12,7 +12,7 @@
 //! `allow_stale` with a cached allow, lets it through); the key's failures do not count toward
 //! the backoff as a bad key.
 
-use authgate::core::backoff::MemoryStore;
+use authgate::core::policy::backoff::MemoryStore;
 use authgate::core::config::Config;
 use authgate::core::engine::{decide, Context, Effects, State, Step};
 use authgate::core::metrics::Recorded;

@@ -5,24 +5,26 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
-use crate::core::api_keys::ApiKeyError;
+use crate::core::authz::decision_cache::{self, Decided, DecisionCache, DecisionKey, Lookup};
 use crate::core::authz::{Answer, AuthzError, CallInput, FailureMode};
-use crate::core::backoff::{ClientSlot, SharedStore, Standing};
-use crate::core::client_ip;
-use crate::core::config::{Config, Rule, SessionReply, HOLD_HEADER};
+use crate::core::config::{Config, HOLD_HEADER};
+use crate::core::credentials::api_keys::ApiKeyError;
 use crate::core::credentials::{self, Candidate, Kind};
-use crate::core::decision_cache::{self, Decided, DecisionCache, DecisionKey, Lookup};
 use crate::core::identity::Identity;
+use crate::core::jwt::check::{self as jwt_check, JwtFailure, Verdict};
+use crate::core::jwt::keystate::ProviderKeys;
+use crate::core::jwt::token_cache::{TokenCache, TokenHash, DEFAULT_CAPACITY};
 use crate::core::jwt::JwtError;
-use crate::core::jwt_check::{self, JwtFailure, Verdict};
-use crate::core::keystate::ProviderKeys;
-use crate::core::llm_replies::LlmReply;
 use crate::core::metrics::{Metric, MetricSink};
+use crate::core::policy::backoff::{ClientSlot, SharedStore, Standing};
+use crate::core::policy::client_ip;
+use crate::core::policy::rules::{rule_matches, Rule};
 use crate::core::policy::{self, PolicyDenial};
+use crate::core::replies::llm::LlmReply;
+use crate::core::replies::session::SessionReply;
+use crate::core::replies::session::{self, Expired, Hints};
 use crate::core::replies::{self, Reply};
 use crate::core::request::Request;
-use crate::core::session::{self, Hints};
-use crate::core::token_cache::{TokenCache, TokenHash, DEFAULT_CAPACITY};
 
 /// What the shell does with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +181,12 @@ pub fn decide(
             format!("public {path}"),
         );
     }
-    let candidates = credentials::find(config, rule, request);
+    let candidates = credentials::find(
+        &config.providers,
+        config.api_keys.as_ref(),
+        &rule.requires,
+        request,
+    );
     if candidates.is_empty() {
         metrics.increment(Metric::Denied);
         metrics.increment(Metric::DeniedMissingCredential);
@@ -327,7 +334,9 @@ impl Run<'_, '_> {
         let fp = self.note(|| fingerprint(&token_hash(candidate.secret())));
         if let Candidate::Jwt { provider, found } = candidate {
             let now_s = self.ctx.now_s();
-            if let Some(cached) = jwt_check::cached(self.state, *provider, found.token, now_s) {
+            if let Some(cached) =
+                jwt_check::cached(&mut self.state.tokens, *provider, found.token, now_s)
+            {
                 self.metrics.increment(Metric::JwtCacheHit);
                 return self.jwt_outcome(*provider, candidate, cached.map(Verdict::Valid), &fp);
             }
@@ -337,8 +346,7 @@ impl Run<'_, '_> {
         }
         match candidate {
             Candidate::Jwt { provider, found } => {
-                let verdict =
-                    jwt_check::verify(self.config, self.state, *provider, found.token, self.ctx);
+                let verdict = self.verify_jwt(*provider, found.token);
                 // A request that pauses for keys is counted once, when it is finally decided.
                 if !matches!(verdict, Ok(Verdict::WaitForKeys(_))) {
                     self.metrics.increment(Metric::JwtCacheMiss);
@@ -366,6 +374,24 @@ impl Run<'_, '_> {
             Candidate::OpaqueToken(_) => Outcome::Invalid(Failure::OpaqueUndecidable),
             Candidate::RefusedOpaque(_) => Outcome::Invalid(Failure::RefusedOpaque),
         }
+    }
+
+    fn verify_jwt(&mut self, provider_index: usize, token: &str) -> Result<Verdict, JwtFailure> {
+        let (Some(provider), Some(keys)) = (
+            self.config.providers.get(provider_index),
+            self.state.keys.get_mut(provider_index),
+        ) else {
+            return Err(JwtFailure::KeysUnavailable);
+        };
+        let check = jwt_check::Verify {
+            provider,
+            provider_index,
+            identity_prefix: &self.config.identity_prefix,
+            hash_credential: self.config.enterprise.is_some(),
+            now_ms: self.ctx.now_ms,
+            may_wait: self.ctx.may_wait,
+        };
+        jwt_check::verify(&check, keys, &mut self.state.tokens, token)
     }
 
     fn jwt_outcome(
@@ -593,7 +619,7 @@ impl Run<'_, '_> {
             }
             Failure::Jwt(JwtFailure::Invalid(JwtError::Expired)) => {
                 self.count_denial(kind);
-                let step = session::expired_step(
+                let step = expired_step(
                     self.config,
                     rule.session_reply,
                     &Hints::from_request(self.request),
@@ -823,7 +849,7 @@ pub fn resolve(
         Resolution::Decided(Decided::Expired { reauth_url }) => {
             count_denied(metrics, pending.kind);
             let now_s = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-            let step = session::expired_step(
+            let step = expired_step(
                 config,
                 pending.session_reply,
                 &pending.hints,
@@ -879,6 +905,30 @@ pub fn resolve(
     }
 }
 
+/// The step for an expired session: answered now, or once the body is in (LLM shapes); a request
+/// that waits for its body loses `remove` and every header a credential may arrive in.
+fn expired_step(
+    config: &Config,
+    kind: SessionReply,
+    hints: &Hints,
+    reauth_url: Option<&str>,
+    remove: &[String],
+    now_s: i64,
+    metrics: &mut dyn MetricSink,
+) -> Step {
+    match session::expired_reply(&config.session, kind, hints, reauth_url, now_s, metrics) {
+        Expired::Now(reply) => Step::Respond(reply),
+        Expired::AfterBody(mut reply) => {
+            reply.remove = remove
+                .iter()
+                .chain(&config.credential_header_names)
+                .cloned()
+                .collect();
+            Step::SessionReply(reply)
+        }
+    }
+}
+
 fn token_hash(secret: &str) -> TokenHash {
     Sha256::digest(secret.as_bytes()).into()
 }
@@ -929,30 +979,8 @@ fn removals(
     remove
 }
 
-/// The index of the rule that decides this request (first match), if any.
-pub fn matching_rule(config: &Config, request: &Request<'_>) -> Option<usize> {
-    config
-        .rules
-        .iter()
-        .position(|rule| rule_matches(rule, request))
-}
-
 fn is_preflight(request: &Request<'_>) -> bool {
     request.method() == "OPTIONS"
         && request.header("origin").is_some()
         && request.header("access-control-request-method").is_some()
-}
-
-fn rule_matches(rule: &Rule, request: &Request<'_>) -> bool {
-    let path = request.path();
-    if rule.path.as_deref().is_some_and(|p| p != path) {
-        return false;
-    }
-    if rule.prefix.as_deref().is_some_and(|p| !path.starts_with(p)) {
-        return false;
-    }
-    if !rule.methods.is_empty() && !rule.methods.iter().any(|m| m == request.method()) {
-        return false;
-    }
-    rule.hosts.is_empty() || rule.hosts.iter().any(|h| h.matches(request.authority()))
 }

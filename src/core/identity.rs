@@ -3,11 +3,6 @@
 
 use std::rc::Rc;
 
-use serde_json::{Map, Value};
-
-use crate::core::claims;
-use crate::core::config::{Config, Provider};
-
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Identity {
     pub headers: Rc<Vec<(String, String)>>,
@@ -34,45 +29,6 @@ impl Identity {
                 "opaque_token".to_string(),
             )]),
             ..Identity::default()
-        }
-    }
-
-    /// The identity of a verified JWT.
-    pub fn from_jwt(config: &Config, provider: &Provider, claims_map: &Map<String, Value>) -> Self {
-        let prefix = &config.identity_prefix;
-        let names = &provider.subject_claims;
-        let value_at = |path: &str| claims::lookup(claims_map, path).and_then(claims::header_value);
-        let roles = claims::string_list(claims::lookup(claims_map, &names.roles));
-        let scopes = claims::string_list(claims::lookup(claims_map, &names.scopes));
-        let mut headers = vec![
-            (format!("{prefix}credential"), "jwt".to_string()),
-            (format!("{prefix}provider"), provider.name.clone()),
-        ];
-        let mut put = |suffix: &str, value: Option<String>| {
-            if let Some(value) = value.filter(|v| !v.is_empty()) {
-                headers.push((format!("{prefix}{suffix}"), value));
-            }
-        };
-        let subject = value_at(&names.subject);
-        let email = value_at(&names.email);
-        put("subject", subject.clone());
-        put("email", email.clone());
-        put("roles", Some(roles.join(",")));
-        put("scopes", Some(scopes.join(",")));
-        for (claim, header) in &provider.claim_to_headers {
-            if let Some(value) = value_at(claim) {
-                headers.push((header.clone(), value));
-            }
-        }
-        Identity {
-            headers: Rc::new(headers),
-            scopes,
-            roles,
-            subject,
-            email,
-            issuer: Some(provider.issuer.clone()),
-            expires_at_s: None,
-            credential_sha256: None,
         }
     }
 

@@ -1,31 +1,16 @@
 //! The pure core: it never imports the proxy-wasm SDK. Time comes in as arguments; results are steps the
-//! shell in `crate::filter` carries out.
+//! shell in `crate::filter` carries out. One folder per concern; `engine` and `config` assemble them.
 
-pub mod alg;
-pub mod api_keys;
 pub mod authz;
-pub mod backoff;
-pub mod claims;
-pub mod client_ip;
 pub mod config;
+pub mod config_error;
 pub mod credentials;
-pub mod decision_cache;
 pub mod engine;
-pub mod extract;
-pub mod glob;
 pub mod header_pairs;
 pub mod identity;
-pub mod json_strict;
-pub mod jwks;
 pub mod jwt;
-pub mod jwt_check;
-pub mod keystate;
-pub mod llm_replies;
 pub mod metrics;
-pub mod montgomery;
 pub mod policy;
 pub mod replies;
 pub mod request;
-pub mod rsa_verify;
-pub mod session;
-pub mod token_cache;
+mod syntax;

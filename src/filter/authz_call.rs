@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::core::decision_cache::DecisionKey;
+use crate::core::authz::decision_cache::DecisionKey;
 use crate::core::engine::Pending;
 
 /// Who receives the answer: a request's context, or the root context.

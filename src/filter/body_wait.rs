@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::core::llm_replies::{LlmReply, MAX_BODY_BYTES};
+use crate::core::replies::llm::{LlmReply, MAX_BODY_BYTES};
 
 /// How the body is to be read once the reply can be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,9 +8,10 @@ use std::time::Duration;
 use proxy_wasm::types::LogLevel;
 use sha2::{Digest, Sha256};
 
-use crate::core::config::{Config, JwksSource, RemoteJwks};
-use crate::core::jwks::KeySet;
-use crate::core::keystate::{self, FetchReason, FORCED_REFETCH_INTERVAL_MS};
+use crate::core::config::Config;
+use crate::core::jwt::jwks::KeySet;
+use crate::core::jwt::keystate::{self, FetchReason, FORCED_REFETCH_INTERVAL_MS};
+use crate::core::jwt::provider::{JwksSource, RemoteJwks};
 use crate::core::metrics::Metric;
 use crate::filter::host;
 use crate::filter::vm::Vm;

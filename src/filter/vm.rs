@@ -6,17 +6,17 @@ use std::time::Duration;
 
 use proxy_wasm::types::LogLevel;
 
+use crate::core::authz::decision_cache::DecisionKey;
 use crate::core::authz::AuthzError;
-use crate::core::backoff::SharedStore;
 use crate::core::config::{Config, HOLD_HEADER};
-use crate::core::decision_cache::DecisionKey;
 use crate::core::engine::{
     self, AuthzCall, Context, Decision, Effects, Pending, Resolution, State, Step,
 };
 use crate::core::header_pairs;
-use crate::core::llm_replies::LlmReply;
 use crate::core::metrics::{Metric, MetricSink};
+use crate::core::policy::backoff::SharedStore;
 use crate::core::replies;
+use crate::core::replies::llm::LlmReply;
 use crate::core::request::Request;
 use crate::filter::authz_call::{AuthzCalls, Inflight, Owner};
 use crate::filter::body_wait::{BodyRead, BodyWait};
@@ -151,8 +151,8 @@ impl Vm {
             .providers
             .get(provider)
             .map_or(0, |p| match &p.jwks {
-                crate::core::config::JwksSource::Remote(remote) => remote.timeout_ms,
-                crate::core::config::JwksSource::Local(_) => 0,
+                crate::core::jwt::provider::JwksSource::Remote(remote) => remote.timeout_ms,
+                crate::core::jwt::provider::JwksSource::Local(_) => 0,
             });
         let deadline_ms = host::now_ms() + timeout_ms + WAIT_SLACK_MS;
         if let Ok(mut waiters) = self.waiters.try_borrow_mut() {

@@ -4,10 +4,10 @@
 
 mod fixtures;
 
-use authgate::core::backoff::MemoryStore;
 use authgate::core::config::Config;
 use authgate::core::engine::{decide, Context, Effects, State, Step};
 use authgate::core::metrics::{Metric, Recorded};
+use authgate::core::policy::backoff::MemoryStore;
 use authgate::core::request::{borrow_pairs, Request};
 use serde_json::{json, Value};
 
@@ -629,7 +629,7 @@ fn a_configured_key_in_the_wrong_header_is_never_asked_about_as_an_agent_token()
 #[test]
 fn rsa_inner_loop_matches_the_portable_reference() {
     fn check<const R: usize>(next: &mut impl FnMut() -> u64) {
-        use authgate::core::montgomery::{mul_add_rows, mul_add_rows_portable};
+        use authgate::core::jwt::montgomery::{mul_add_rows, mul_add_rows_portable};
         for len in 0..23 {
             for (round, limbs_len) in [len + R + 6, len + R - 1, len, len / 2]
                 .into_iter()

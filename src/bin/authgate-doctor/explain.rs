@@ -3,12 +3,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use authgate::core::backoff::MemoryStore;
-use authgate::core::config::{Config, JwksSource, Provider};
+use authgate::core::config::Config;
 use authgate::core::engine::{self, Context, Effects, State, Step};
-use authgate::core::jwks::KeySet;
 use authgate::core::jwt;
+use authgate::core::jwt::jwks::KeySet;
+use authgate::core::jwt::provider::{JwksSource, Provider};
 use authgate::core::metrics::Recorded;
+use authgate::core::policy::backoff::MemoryStore;
 use authgate::core::request::Request;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -167,7 +168,7 @@ fn decide(config: &Config, state: &mut State, token: &str, args: &[String], now_
         ("authorization", bearer.as_str()),
     ];
     let request = Request::new(&headers).with_source_address(Some("127.0.0.1:1"));
-    if let Some(index) = engine::matching_rule(config, &request) {
+    if let Some(index) = authgate::core::policy::rules::matching_rule(&config.rules, &request) {
         println!("  rule: rules[{index}] matches {method} {host}{path}");
     }
     let ctx = Context {

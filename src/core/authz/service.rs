@@ -7,9 +7,49 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::core::config::{is_header_name, raw, ConfigError};
+use crate::core::authz::template::Template;
+use crate::core::config_error::ConfigError;
 use crate::core::credentials::Kind;
 use crate::core::identity::Identity;
+use crate::core::syntax::is_header_name;
+
+pub mod raw {
+    //! The enterprise section exactly as written.
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Enterprise {
+        pub cluster: String,
+        pub authority: String,
+        pub path: Option<String>,
+        pub timeout_ms: Option<u64>,
+        pub dialect: Option<String>,
+        pub failure_mode: Option<crate::core::authz::FailureMode>,
+        pub status_on_error: Option<u16>,
+        pub cache: Option<EnterpriseCache>,
+        pub max_response_bytes: Option<usize>,
+        pub openfga: Option<OpenFga>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct EnterpriseCache {
+        pub allow_ttl_s: Option<u64>,
+        pub deny_ttl_s: Option<u64>,
+        pub max_entries: Option<usize>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct OpenFga {
+        pub store_id: String,
+        pub authorization_model_id: Option<String>,
+        pub user: String,
+        pub relation: String,
+        pub object: String,
+    }
+}
 
 const DEFAULT_PATH: &str = "/api/authorize";
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
@@ -71,89 +111,6 @@ pub enum FailureMode {
     Deny,
     Allow,
     AllowStale,
-}
-
-/// A string with `{placeholders}` filled from the subject and request, checked at load time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template(Vec<Part>);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    SubjectId,
-    SubjectKind,
-    SubjectIssuer,
-    UserEmail,
-    ClientIp,
-    Method,
-    Host,
-    Path,
-}
-
-impl Template {
-    fn parse(text: &str, at: &str) -> Result<Template, ConfigError> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_string()));
-            }
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| ConfigError::new(at, "unclosed '{' in template"))?;
-            let name = &rest[open + 1..open + close];
-            parts.push(match name {
-                "subject.id" => Part::SubjectId,
-                "subject.kind" => Part::SubjectKind,
-                "subject.issuer" => Part::SubjectIssuer,
-                "user_email" | "subject.email" => Part::UserEmail,
-                "client_ip" => Part::ClientIp,
-                "request.method" => Part::Method,
-                "request.host" => Part::Host,
-                "request.path" => Part::Path,
-                other => {
-                    return Err(ConfigError::new(
-                        at,
-                        format!(
-                            "unknown placeholder {{{other}}}; use subject.id, subject.kind, \
-                             subject.issuer, user_email, client_ip, request.method, request.host \
-                             or request.path"
-                        ),
-                    ))
-                }
-            });
-            rest = &rest[open + close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_string()));
-        }
-        if parts.is_empty() {
-            return Err(ConfigError::new(at, "must not be empty"));
-        }
-        Ok(Template(parts))
-    }
-
-    fn render(&self, call: &CallInput<'_>) -> String {
-        let mut out = String::new();
-        for part in &self.0 {
-            match part {
-                Part::Text(text) => out.push_str(text),
-                Part::SubjectId => out.push_str(call.subject_id()),
-                Part::SubjectKind => out.push_str(call.kind.name()),
-                Part::SubjectIssuer => out.push_str(call.issuer().unwrap_or("")),
-                Part::UserEmail => out.push_str(call.email().unwrap_or("")),
-                Part::ClientIp => {
-                    if let Some(ip) = call.client_ip {
-                        out.push_str(&ip.to_string());
-                    }
-                }
-                Part::Method => out.push_str(call.method),
-                Part::Host => out.push_str(call.host),
-                Part::Path => out.push_str(call.path),
-            }
-        }
-        out
-    }
 }
 
 impl Enterprise {
@@ -334,17 +291,17 @@ pub struct CallInput<'a> {
 }
 
 impl CallInput<'_> {
-    fn subject_id(&self) -> &str {
+    pub(crate) fn subject_id(&self) -> &str {
         self.identity
             .and_then(|i| i.subject.as_deref())
             .unwrap_or("")
     }
 
-    fn email(&self) -> Option<&str> {
+    pub(crate) fn email(&self) -> Option<&str> {
         self.identity.and_then(|i| i.email.as_deref())
     }
 
-    fn issuer(&self) -> Option<&str> {
+    pub(crate) fn issuer(&self) -> Option<&str> {
         self.identity.and_then(|i| i.issuer.as_deref())
     }
 }

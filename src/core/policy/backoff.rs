@@ -12,7 +12,21 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::core::config::{raw, ConfigError};
+use crate::core::config_error::ConfigError;
+
+pub mod raw {
+    //! The failed_auth_backoff section exactly as written.
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct FailedAuthBackoff {
+        pub after_failures: Option<u32>,
+        pub base_s: Option<u64>,
+        pub max_s: Option<u64>,
+        pub slots: Option<u32>,
+    }
+}
 
 const DEFAULT_AFTER_FAILURES: u32 = 5;
 const DEFAULT_BASE_S: u64 = 2;

@@ -1,6 +1,6 @@
 //! Finding a provider's token in the places it is configured to arrive.
 
-use crate::core::config::Provider;
+use crate::core::jwt::provider::Provider;
 use crate::core::request::Request;
 
 /// A token and the header it came in (None for cookies), so `forward: false` can remove it.

@@ -1,6 +1,11 @@
 //! Reading claims by path (`realm_access.roles`) and turning them into header values.
 
+use std::rc::Rc;
+
 use serde_json::{Map, Value};
+
+use crate::core::identity::Identity;
+use crate::core::jwt::provider::Provider;
 
 /// Looks up a dotted path; a top-level claim whose name itself contains dots wins
 /// (e.g. `https://example.com/roles`).
@@ -57,6 +62,46 @@ pub fn string_list(value: Option<&Value>) -> Vec<String> {
             .map(str::to_string)
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+impl Identity {
+    /// The identity of a verified JWT.
+    pub fn from_jwt(prefix: &str, provider: &Provider, claims_map: &Map<String, Value>) -> Self {
+        let names = &provider.subject_claims;
+        let value_at = |path: &str| lookup(claims_map, path).and_then(header_value);
+        let roles = string_list(lookup(claims_map, &names.roles));
+        let scopes = string_list(lookup(claims_map, &names.scopes));
+        let mut headers = vec![
+            (format!("{prefix}credential"), "jwt".to_string()),
+            (format!("{prefix}provider"), provider.name.clone()),
+        ];
+        let mut put = |suffix: &str, value: Option<String>| {
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                headers.push((format!("{prefix}{suffix}"), value));
+            }
+        };
+        let subject = value_at(&names.subject);
+        let email = value_at(&names.email);
+        put("subject", subject.clone());
+        put("email", email.clone());
+        put("roles", Some(roles.join(",")));
+        put("scopes", Some(scopes.join(",")));
+        for (claim, header) in &provider.claim_to_headers {
+            if let Some(value) = value_at(claim) {
+                headers.push((header.clone(), value));
+            }
+        }
+        Identity {
+            headers: Rc::new(headers),
+            scopes,
+            roles,
+            subject,
+            email,
+            issuer: Some(provider.issuer.clone()),
+            expires_at_s: None,
+            credential_sha256: None,
+        }
     }
 }
 

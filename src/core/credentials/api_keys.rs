@@ -8,9 +8,35 @@ use chrono::DateTime;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::core::config::{raw, ConfigError};
+use crate::core::config_error::ConfigError;
 use crate::core::identity::Identity;
 use crate::core::request::Request;
+
+pub mod raw {
+    //! The api_keys section exactly as written.
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ApiKeys {
+        pub headers: Option<Vec<String>>,
+        #[serde(default)]
+        pub forward: bool,
+        pub keys: Vec<ApiKey>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ApiKey {
+        pub id: String,
+        pub sha256: String,
+        pub principal: String,
+        #[serde(default)]
+        pub scopes: Vec<String>,
+        pub expires_at: Option<String>,
+        pub active: Option<bool>,
+    }
+}
 
 const DEFAULT_HEADER: &str = "x-api-key";
 
@@ -84,7 +110,7 @@ impl ApiKeys {
                 let mut headers = Vec::with_capacity(list.len());
                 for (i, name) in list.into_iter().enumerate() {
                     let name = name.to_ascii_lowercase();
-                    if !crate::core::config::is_header_name(&name) {
+                    if !crate::core::syntax::is_header_name(&name) {
                         return Err(ConfigError::new(
                             format!("api_keys.headers[{i}]"),
                             "not a valid header name",

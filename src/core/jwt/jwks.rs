@@ -8,8 +8,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::core::alg::Alg;
-use crate::core::rsa_verify::RsaVerifyingKey;
+use crate::core::jwt::alg::Alg;
+use crate::core::jwt::rsa::RsaVerifyingKey;
 
 /// More keys than any real IdP publishes; bounds work per token without a `kid`.
 const MAX_KEYS: usize = 64;

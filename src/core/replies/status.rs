@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::core::config::{Session, SessionReply};
+use crate::core::replies::session::{Session, SessionReply};
 
 /// A response the filter sends itself instead of passing the request upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]

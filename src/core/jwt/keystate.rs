@@ -5,8 +5,8 @@
 
 use std::rc::Rc;
 
-use crate::core::config::{JwksSource, Provider, RemoteJwks};
-use crate::core::jwks::KeySet;
+use crate::core::jwt::jwks::KeySet;
+use crate::core::jwt::provider::{JwksSource, Provider, RemoteJwks};
 
 /// An unknown `kid` triggers at most one refetch per provider in this window.
 pub const FORCED_REFETCH_INTERVAL_MS: u64 = 30_000;

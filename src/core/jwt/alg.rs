@@ -7,8 +7,8 @@ use jwt_compact::alg::{Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key};
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use sha2::{Digest, Sha256};
 
-use crate::core::jwks::{Key, KeyMaterial};
-use crate::core::rsa_verify::FastRsa;
+use crate::core::jwt::jwks::{Key, KeyMaterial};
+use crate::core::jwt::rsa::FastRsa;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alg {

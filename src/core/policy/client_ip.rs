@@ -3,8 +3,20 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use crate::core::config::{raw, ConfigError};
+use crate::core::config_error::ConfigError;
 use crate::core::request::Request;
+
+pub mod raw {
+    //! The client_ip section exactly as written.
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ClientIp {
+        pub from: String,
+        pub trusted_hops: Option<u32>,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClientIpSource {

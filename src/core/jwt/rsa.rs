@@ -9,8 +9,8 @@ use std::borrow::Cow;
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-use crate::core::alg::{Alg, NoSigningKey};
-use crate::core::montgomery::Modulus;
+use crate::core::jwt::alg::{Alg, NoSigningKey};
+use crate::core::jwt::montgomery::Modulus;
 
 /// A public RSA key ready for fast verification.
 #[derive(Debug, Clone, PartialEq, Eq)]

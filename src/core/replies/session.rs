@@ -2,12 +2,82 @@
 //! LLM-shaped replies need the request body (`model`, `stream`), so they become a step the shell
 //! finishes once the body is in; the others are answered at once.
 
-use crate::core::config::{Config, SessionReply};
-use crate::core::engine::Step;
-use crate::core::llm_replies::{LlmReply, Shape};
+use serde::Deserialize;
+
+use crate::core::config_error::ConfigError;
 use crate::core::metrics::{Metric, MetricSink};
-use crate::core::replies;
+use crate::core::replies::llm::{LlmReply, Shape};
+use crate::core::replies::{self, Reply};
 use crate::core::request::Request;
+use crate::core::syntax::split_uri;
+
+const DEFAULT_REAUTH_MESSAGE: &str =
+    "Your session has expired. Open {reauth_url} to sign in again, then retry.";
+
+pub mod raw {
+    //! The session section exactly as written.
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Session {
+        pub reauth_url: Option<String>,
+        pub sandbox_status: Option<u16>,
+        pub message: Option<String>,
+        pub redirect_html: Option<bool>,
+        pub hold_companion: Option<bool>,
+    }
+}
+
+/// How a session-expired reply is shaped for the route's clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionReply {
+    OpenAi,
+    Anthropic,
+    #[default]
+    Api,
+    Browser,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub reauth_url: Option<String>,
+    pub sandbox_status: u16,
+    pub message: String,
+    /// `api` routes answer a browser's HTML navigation with the `browser` redirect.
+    pub redirect_html: bool,
+    /// A `body_hold` companion filter follows authgate: LLM-shaped replies may wait for the
+    /// request body. Without it they are built at the headers, from `Accept` and defaults.
+    pub hold_companion: bool,
+}
+
+pub(crate) fn compile_session(raw: raw::Session) -> Result<Session, ConfigError> {
+    if let Some(url) = &raw.reauth_url {
+        if split_uri(url).is_none() {
+            return Err(ConfigError::new(
+                "session.reauth_url",
+                "must be an absolute http(s) URL",
+            ));
+        }
+    }
+    let sandbox_status = raw.sandbox_status.unwrap_or(200);
+    if !(200..=599).contains(&sandbox_status) {
+        return Err(ConfigError::new(
+            "session.sandbox_status",
+            "must be an HTTP status",
+        ));
+    }
+    Ok(Session {
+        reauth_url: raw.reauth_url,
+        sandbox_status,
+        message: raw
+            .message
+            .unwrap_or_else(|| DEFAULT_REAUTH_MESSAGE.to_string()),
+        redirect_html: raw.redirect_html.unwrap_or(false),
+        hold_companion: raw.hold_companion.unwrap_or(false),
+    })
+}
 
 /// What the request itself says about the reply it can use.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -68,20 +138,24 @@ fn choose(kind: SessionReply, redirect_html: bool, hints: &Hints) -> Choice {
     }
 }
 
+/// An expired session's reply: sent at once, or (LLM shapes) once the request body is in.
+#[derive(Debug)]
+pub enum Expired {
+    Now(Reply),
+    /// Its `remove` is left empty for the caller, who knows what the request must lose.
+    AfterBody(Box<LlmReply>),
+}
+
 /// The reply for an expired session. `reauth_url` is the authorization service's, if it gave
 /// one; else the configured `session.reauth_url`.
-/// `remove`: the headers a pass would strip; credential headers are added to them for a request
-/// that waits for its body.
-pub fn expired_step(
-    config: &Config,
+pub fn expired_reply(
+    session: &Session,
     kind: SessionReply,
     hints: &Hints,
     reauth_url: Option<&str>,
-    remove: &[String],
     now_s: i64,
     metrics: &mut dyn MetricSink,
-) -> Step {
-    let session = &config.session;
+) -> Expired {
     let url = reauth_url.or(session.reauth_url.as_deref());
     metrics.increment(Metric::SessionExpired);
     let request_id = hints.request_id.as_deref();
@@ -91,7 +165,7 @@ pub fn expired_step(
                 Shape::AnthropicMessages => Metric::SessionExpiredAnthropic,
                 _ => Metric::SessionExpiredOpenAi,
             });
-            Step::SessionReply(Box::new(LlmReply {
+            Expired::AfterBody(Box::new(LlmReply {
                 shape,
                 status: session.sandbox_status,
                 text: replies::session_message(session, url),
@@ -99,11 +173,7 @@ pub fn expired_step(
                 request_id: hints.request_id.clone(),
                 stream_hint: hints.event_stream,
                 now_s,
-                remove: remove
-                    .iter()
-                    .chain(&config.credential_header_names)
-                    .cloned()
-                    .collect(),
+                remove: Vec::new(),
             }))
         }
         choice => {
@@ -118,7 +188,7 @@ pub fn expired_step(
             } else {
                 SessionReply::Api
             };
-            Step::Respond(replies::session_expired(
+            Expired::Now(replies::session_expired(
                 kind,
                 session,
                 url,

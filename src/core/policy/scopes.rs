@@ -1,7 +1,7 @@
 //! A rule's demands on a valid credential: every listed scope and every listed role.
 
-use crate::core::config::Rule;
 use crate::core::identity::Identity;
+use crate::core::policy::rules::Rule;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyDenial {

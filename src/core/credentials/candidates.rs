@@ -5,10 +5,30 @@
 //! `x-api-key`, where Anthropic-style clients put their key; when the rule also takes API keys
 //! there, a value that is no configured key is tried as an agent token next.
 
-use crate::core::api_keys::PresentedKey;
-use crate::core::config::{Config, Requirement, Rule};
-use crate::core::extract::{self, Found};
+use crate::core::credentials::api_keys::PresentedKey;
+use serde::Deserialize;
+
+use crate::core::credentials::api_keys::ApiKeys;
+use crate::core::credentials::extract::{self, Found};
+use crate::core::jwt::provider::Provider;
 use crate::core::request::Request;
+
+/// What to do with a bearer token that is not a JWT (no two dots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OpaqueTokens {
+    #[default]
+    Reject,
+    Enterprise,
+}
+
+/// One credential a rule accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    Jwt(usize),
+    ApiKey,
+    OpaqueToken,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Candidate<'a> {
@@ -65,24 +85,26 @@ pub fn is_jwt_shaped(token: &str) -> bool {
     token.bytes().filter(|b| *b == b'.').count() == 2
 }
 
-pub fn find<'a>(config: &'a Config, rule: &Rule, request: &Request<'a>) -> Vec<Candidate<'a>> {
-    let takes_opaque = rule.requires.contains(&Requirement::OpaqueToken);
-    let keys_in_bearer = rule.requires.contains(&Requirement::ApiKey)
-        && config
-            .api_keys
-            .as_ref()
-            .is_some_and(|keys| keys.headers.iter().any(|h| h == "authorization"));
-    let mut found: Vec<Candidate<'a>> = Vec::with_capacity(rule.requires.len());
+/// The credentials on `request` that `requires` (a rule's `requires_any`) accepts, in that order.
+pub fn find<'a>(
+    providers: &'a [Provider],
+    api_keys: Option<&'a ApiKeys>,
+    requires: &[Requirement],
+    request: &Request<'a>,
+) -> Vec<Candidate<'a>> {
+    let takes_opaque = requires.contains(&Requirement::OpaqueToken);
+    let keys_in_bearer = requires.contains(&Requirement::ApiKey)
+        && api_keys.is_some_and(|keys| keys.headers.iter().any(|h| h == "authorization"));
+    let mut found: Vec<Candidate<'a>> = Vec::with_capacity(requires.len());
     let mut push = |candidate: Candidate<'a>| {
         if !found.contains(&candidate) {
             found.push(candidate);
         }
     };
-    for requirement in &rule.requires {
+    for requirement in requires {
         match *requirement {
             Requirement::Jwt(index) => {
-                let Some(token) = config
-                    .providers
+                let Some(token) = providers
                     .get(index)
                     .and_then(|p| extract::find_token(p, request))
                 else {
@@ -99,7 +121,7 @@ pub fn find<'a>(config: &'a Config, rule: &Rule, request: &Request<'a>) -> Vec<C
                 }
             }
             Requirement::ApiKey => {
-                if let Some(key) = config.api_keys.as_ref().and_then(|k| k.find(request)) {
+                if let Some(key) = api_keys.and_then(|k| k.find(request)) {
                     push(Candidate::ApiKey(key));
                 }
             }
@@ -118,7 +140,7 @@ pub fn find<'a>(config: &'a Config, rule: &Rule, request: &Request<'a>) -> Vec<C
 fn agent_token<'a>(request: &Request<'a>) -> Option<Found<'a>> {
     let bearer = request
         .header("authorization")
-        .and_then(crate::core::api_keys::strip_bearer)
+        .and_then(crate::core::credentials::api_keys::strip_bearer)
         .map(|token| (token, "authorization"));
     let api_key = request
         .header("x-api-key")

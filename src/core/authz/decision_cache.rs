@@ -8,7 +8,7 @@ use std::rc::Rc;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
-use crate::core::token_cache::TokenHash;
+use crate::core::jwt::token_cache::TokenHash;
 
 pub type DecisionKey = [u8; 32];
 

@@ -1,0 +1,12 @@
+//! The enterprise authorization service: its configuration, the request authgate sends (dialects
+//! "authgate" and "openfga", whose tuples come from `template`s), how its answer is read, and the
+//! per-VM cache of its decisions.
+
+pub mod decision_cache;
+mod service;
+mod template;
+
+pub use service::{
+    raw, Answer, AuthzError, CallInput, Dialect, Enterprise, FailureMode, OpenFga, RESERVED_HEADERS,
+};
+pub use template::Template;

@@ -1,0 +1,243 @@
+//! The rules: what each matches (path, prefix, methods, hosts) and what it demands. The first
+//! rule that matches a request decides it.
+
+use crate::core::config_error::ConfigError;
+use crate::core::credentials::{OpaqueTokens, Requirement};
+use crate::core::jwt::provider::Provider;
+use crate::core::policy::glob::HostGlob;
+use crate::core::replies::session::SessionReply;
+use crate::core::request::Request;
+
+pub mod raw {
+    //! A rule exactly as written.
+    use serde::Deserialize;
+
+    use crate::core::replies::session::SessionReply;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rule {
+        #[serde(rename = "match")]
+        pub matcher: Match,
+        #[serde(default)]
+        pub public: bool,
+        #[serde(default)]
+        pub requires_any: Vec<String>,
+        #[serde(default)]
+        pub require_scopes: Vec<String>,
+        #[serde(default)]
+        pub require_roles: Vec<String>,
+        pub session_reply: Option<SessionReply>,
+        #[serde(default)]
+        pub enterprise: bool,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Match {
+        pub path: Option<String>,
+        pub prefix: Option<String>,
+        #[serde(default)]
+        pub methods: Vec<String>,
+        #[serde(default)]
+        pub hosts: Vec<String>,
+    }
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub path: Option<String>,
+    pub prefix: Option<String>,
+    pub methods: Vec<String>,
+    pub hosts: Vec<HostGlob>,
+    pub public: bool,
+    pub requires: Vec<Requirement>,
+    pub require_scopes: Vec<String>,
+    pub require_roles: Vec<String>,
+    pub session_reply: SessionReply,
+    /// Ask the enterprise authorization service once the credential is valid.
+    pub enterprise: bool,
+}
+
+/// The credentials configured, for checking what rules ask for.
+pub(crate) struct Credentials<'a> {
+    pub providers: &'a [Provider],
+    pub api_keys: bool,
+    pub opaque_tokens: OpaqueTokens,
+    pub enterprise: bool,
+}
+
+pub(crate) fn compile_rule(
+    path: &str,
+    raw: raw::Rule,
+    credentials: &Credentials<'_>,
+) -> Result<Rule, ConfigError> {
+    let matcher = raw.matcher;
+    if matcher.path.is_some() && matcher.prefix.is_some() {
+        return Err(ConfigError::new(
+            format!("{path}.match"),
+            "set path or prefix, not both",
+        ));
+    }
+    for (field, value) in [("path", &matcher.path), ("prefix", &matcher.prefix)] {
+        if let Some(value) = value {
+            if !value.starts_with('/') {
+                return Err(ConfigError::new(
+                    format!("{path}.match.{field}"),
+                    "must start with '/'",
+                ));
+            }
+        }
+    }
+    let mut methods = Vec::with_capacity(matcher.methods.len());
+    for (i, method) in matcher.methods.iter().enumerate() {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(ConfigError::new(
+                format!("{path}.match.methods[{i}]"),
+                "not an HTTP method",
+            ));
+        }
+        methods.push(method.to_ascii_uppercase());
+    }
+    let mut hosts = Vec::with_capacity(matcher.hosts.len());
+    for (i, host) in matcher.hosts.iter().enumerate() {
+        let glob = HostGlob::new(host)
+            .map_err(|e| ConfigError::new(format!("{path}.match.hosts[{i}]"), e))?;
+        hosts.push(glob);
+    }
+    if raw.public && !raw.requires_any.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.requires_any"),
+            "a public rule requires no credential; remove requires_any or public",
+        ));
+    }
+    if !raw.public && raw.requires_any.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.requires_any"),
+            "missing field: list the credentials this rule accepts, or set \"public\": true",
+        ));
+    }
+    if raw.enterprise && raw.public {
+        return Err(ConfigError::new(
+            format!("{path}.enterprise"),
+            "a public rule asks nobody; remove enterprise or public",
+        ));
+    }
+    if raw.enterprise && !credentials.enterprise {
+        return Err(ConfigError::new(
+            format!("{path}.enterprise"),
+            "needs an enterprise section naming the authorization service's cluster",
+        ));
+    }
+    if raw.public && !(raw.require_scopes.is_empty() && raw.require_roles.is_empty()) {
+        return Err(ConfigError::new(
+            format!("{path}.public"),
+            "a public rule cannot require scopes or roles",
+        ));
+    }
+    for (field, list) in [
+        ("require_scopes", &raw.require_scopes),
+        ("require_roles", &raw.require_roles),
+    ] {
+        if let Some(i) = list
+            .iter()
+            .position(|v| v.is_empty() || v.contains(char::is_whitespace))
+        {
+            return Err(ConfigError::new(
+                format!("{path}.{field}[{i}]"),
+                "must be a single non-empty name without spaces",
+            ));
+        }
+    }
+    let mut requires = Vec::with_capacity(raw.requires_any.len());
+    for (i, requirement) in raw.requires_any.iter().enumerate() {
+        let at = format!("{path}.requires_any[{i}]");
+        let parsed = parse_requirement(&at, requirement, credentials)?;
+        if requires.contains(&parsed) {
+            return Err(ConfigError::new(at, "listed twice"));
+        }
+        requires.push(parsed);
+    }
+    Ok(Rule {
+        path: matcher.path,
+        prefix: matcher.prefix,
+        methods,
+        hosts,
+        public: raw.public,
+        requires,
+        require_scopes: raw.require_scopes,
+        require_roles: raw.require_roles,
+        session_reply: raw.session_reply.unwrap_or_default(),
+        enterprise: raw.enterprise,
+    })
+}
+
+fn parse_requirement(
+    at: &str,
+    requirement: &str,
+    credentials: &Credentials<'_>,
+) -> Result<Requirement, ConfigError> {
+    let providers = credentials.providers;
+    match requirement {
+        "api_key" if credentials.api_keys => return Ok(Requirement::ApiKey),
+        "api_key" => {
+            return Err(ConfigError::new(
+                at,
+                "\"api_key\" needs an api_keys section listing the keys",
+            ))
+        }
+        "opaque_token" if credentials.opaque_tokens == OpaqueTokens::Enterprise => {
+            return Ok(Requirement::OpaqueToken)
+        }
+        "opaque_token" => {
+            return Err(ConfigError::new(
+                at,
+                "\"opaque_token\" needs \"opaque_tokens\": \"enterprise\" (they are rejected by default)",
+            ))
+        }
+        _ => {}
+    }
+    let Some(name) = requirement.strip_prefix("jwt:") else {
+        return Err(ConfigError::new(
+            at,
+            format!(
+                "unknown credential {requirement:?}; expected \"jwt:<provider>\", \"api_key\" \
+                 or \"opaque_token\""
+            ),
+        ));
+    };
+    if let Some(index) = providers.iter().position(|p| p.name == name) {
+        return Ok(Requirement::Jwt(index));
+    }
+    let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+    let hint = match providers.iter().find(|p| p.name.eq_ignore_ascii_case(name)) {
+        Some(p) => format!(
+            " (provider names are case-sensitive: did you mean {:?}?)",
+            p.name
+        ),
+        None => String::new(),
+    };
+    Err(ConfigError::new(
+        at,
+        format!("unknown provider {name:?}{hint}; known providers: {known:?}"),
+    ))
+}
+
+/// The index of the rule that decides this request (first match), if any.
+pub fn matching_rule(rules: &[Rule], request: &Request<'_>) -> Option<usize> {
+    rules.iter().position(|rule| rule_matches(rule, request))
+}
+
+pub fn rule_matches(rule: &Rule, request: &Request<'_>) -> bool {
+    let path = request.path();
+    if rule.path.as_deref().is_some_and(|p| p != path) {
+        return false;
+    }
+    if rule.prefix.as_deref().is_some_and(|p| !path.starts_with(p)) {
+        return false;
+    }
+    if !rule.methods.is_empty() && !rule.methods.iter().any(|m| m == request.method()) {
+        return false;
+    }
+    rule.hosts.is_empty() || rule.hosts.iter().any(|h| h.matches(request.authority()))
+}
