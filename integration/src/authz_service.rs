@@ -3,9 +3,20 @@
 //!
 //! - Agent tokens are stored only as SHA-256 hex digests, never raw.
 //! - An expired agent session is answered with a one-time re-auth link (`/reauth?code=…`, valid
-//!   10 minutes) that stands in for an IdP login and renews the session.
+//!   10 minutes) that stands in for an IdP login and renews the session. A token has at most one
+//!   live code (asking again hands out the same one), and the table holds at most
+//!   [`MAX_REAUTH_CODES`] of them: beyond that the expired answer carries no link.
 //! - JWT / API-key subjects are allowed unless the `subjects` table denies them.
-//! - `/admin/…` manages tokens and subjects and exposes the log of `/api/authorize` bodies.
+//! - Allowed answers set only `x-auth-` headers (`x-auth-email`, `x-auth-authz-subject`): the
+//!   filter removes every such name from client requests, so an upstream can trust them.
+//! - `/admin/…` manages tokens and subjects and exposes the log of `/api/authorize` bodies. It
+//!   always needs the admin bearer token (given, or generated at the first start and kept as a
+//!   digest in the database), takes only `application/json` bodies, and answers only requests
+//!   whose `Host` is one of the service's own names (loopback, the bound address, the public
+//!   URL's host): a web page on the same machine can neither forge a call (CSRF) nor reach it
+//!   under a name it controls (DNS rebinding). `/reauth` checks `Host` too. `/api/authorize` is
+//!   for the gateway: it answers any `Host` (the filter sends `enterprise.authority`) but takes
+//!   only JSON and refuses requests a browser marks (`Origin`, `Sec-Fetch-*`).
 //! - Any request under `/ext_authz/` (any method) is an Envoy `ext_authz` HTTP-service check: the
 //!   decision comes from its `authorization: Bearer <token>`, by the same rules as
 //!   `/api/authorize` (a token whose SHA-256 is a known agent token: allowed while the token is
@@ -30,7 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -38,6 +49,13 @@ use sha2::{Digest, Sha256};
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long a re-auth code can be redeemed.
 pub const REAUTH_CODE_TTL_S: i64 = 10 * 60;
+/// A token's live code is handed out again while it has at least this long to live; after that
+/// a fresh one replaces it, so a link shown to a user never dies within seconds.
+const REAUTH_CODE_REUSE_MIN_S: i64 = REAUTH_CODE_TTL_S / 2;
+/// Most re-auth code rows kept (one per token at most); beyond it, no new code is minted.
+pub const MAX_REAUTH_CODES: usize = 10_000;
+/// The refusal to mint beyond [`MAX_REAUTH_CODES`] is logged at most this often.
+const CAP_LOG_INTERVAL_S: i64 = 60;
 /// Session length given by a token's creation or a re-auth, unless configured otherwise.
 pub const DEFAULT_SESSION_TTL_S: u64 = 3600;
 /// Longest decision cache lifetime handed to the filter.
@@ -46,6 +64,11 @@ const MAX_CACHE_TTL_S: i64 = 60;
 const MAX_LOGGED_REQUESTS: usize = 10_000;
 /// Request handling is short (one SQLite lookup), so a few workers are plenty.
 const WORKERS: usize = 4;
+/// What allowed answers set upstream: `x-auth-` names, which the filter removes from every
+/// client request (a client's own `x-user-email` would reach the upstream untouched).
+pub const EMAIL_HEADER: &str = "x-auth-email";
+/// The subject the service authorized (a JWT's `sub`, an API key's id).
+pub const SUBJECT_HEADER: &str = "x-auth-authz-subject";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS agent_tokens (
@@ -66,7 +89,25 @@ CREATE TABLE IF NOT EXISTS subjects (
     allowed INTEGER NOT NULL,
     reason TEXT
 );
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
+
+/// Databases made before the one-code-per-token rule may hold several rows per token, and dead
+/// ones: drop those (keeping each token's newest live code) so the unique index can exist.
+const MIGRATE_REAUTH_CODES: &str = "
+BEGIN IMMEDIATE;
+DELETE FROM reauth_codes WHERE used = 1 OR expires_at <= CAST(strftime('%s', 'now') AS INTEGER);
+DELETE FROM reauth_codes WHERE rowid NOT IN
+    (SELECT max(rowid) FROM reauth_codes GROUP BY token_sha256);
+CREATE UNIQUE INDEX IF NOT EXISTS reauth_codes_one_per_token ON reauth_codes(token_sha256);
+COMMIT;
+";
+
+/// The `settings` row holding the SHA-256 of the generated admin token.
+const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
 
 // ---------------------------------------------------------------------------------------------
 // Storage
@@ -81,6 +122,9 @@ pub struct NewToken {
 /// The SQLite store. Used by the server and, directly on the file, by the CLI admin commands.
 pub struct AuthzStore {
     conn: Connection,
+    max_reauth_codes: usize,
+    /// When the refusal to mint beyond `max_reauth_codes` was last logged (Unix seconds).
+    cap_logged_at: Option<i64>,
 }
 
 struct TokenRow {
@@ -103,7 +147,80 @@ impl AuthzStore {
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| format!("cannot create tables in {}: {e}", path.display()))?;
-        Ok(AuthzStore { conn })
+        let indexed: bool = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master
+                 WHERE type = 'index' AND name = 'reauth_codes_one_per_token'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(db)?;
+        if !indexed {
+            if let Err(e) = conn.execute_batch(MIGRATE_REAUTH_CODES) {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(format!("cannot migrate {}: {e}", path.display()));
+            }
+        }
+        Ok(AuthzStore {
+            conn,
+            max_reauth_codes: MAX_REAUTH_CODES,
+            cap_logged_at: None,
+        })
+    }
+
+    /// Caps the re-auth code rows (default [`MAX_REAUTH_CODES`]).
+    pub fn set_max_reauth_codes(&mut self, max: usize) {
+        self.max_reauth_codes = max;
+    }
+
+    /// How many re-auth code rows the table holds (live, used or expired).
+    pub fn reauth_code_rows(&self) -> Result<usize, String> {
+        let rows: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM reauth_codes", [], |row| row.get(0))
+            .map_err(db)?;
+        Ok(usize::try_from(rows).unwrap_or(0))
+    }
+
+    /// Generates an admin token and stores its SHA-256 (never the token), replacing any earlier
+    /// one: a running service accepts the new token, and no longer the old, from its next request.
+    /// Returns the token, which cannot be shown again.
+    pub fn rotate_admin_token(&self) -> Result<String, String> {
+        let token = new_admin_token()?;
+        self.conn
+            .execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![ADMIN_TOKEN_SETTING, sha256_hex(&token)],
+            )
+            .map_err(db)?;
+        Ok(token)
+    }
+
+    /// Generates and stores an admin token when the database has none: `Some(token)` when it did,
+    /// `None` when one was stored already (only its digest is known).
+    pub fn ensure_admin_token(&self) -> Result<Option<String>, String> {
+        let token = new_admin_token()?;
+        let inserted = self
+            .conn
+            .execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+                params![ADMIN_TOKEN_SETTING, sha256_hex(&token)],
+            )
+            .map_err(db)?;
+        Ok((inserted > 0).then_some(token))
+    }
+
+    /// The stored admin token's SHA-256 (hex), if any.
+    fn admin_token_sha256(&self) -> Result<Option<String>, String> {
+        self.conn
+            .query_row(
+                "SELECT value FROM settings WHERE name = ?1",
+                params![ADMIN_TOKEN_SETTING],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db)
     }
 
     /// Issues a random agent token (`agt_` + 40 hex) whose session lasts `session_ttl_s`.
@@ -178,7 +295,7 @@ impl AuthzStore {
     }
 
     /// The decision for one `/api/authorize` request, as the JSON reply body.
-    fn authorize(&self, query: &AuthorizeQuery, public_url: &str) -> Result<Value, String> {
+    fn authorize(&mut self, query: &AuthorizeQuery, public_url: &str) -> Result<Value, String> {
         let now = unix_now();
         if let Some(token) = self.token(&query.token_sha256)? {
             return self.session_decision(&query.token_sha256, &token, now, public_url);
@@ -197,12 +314,14 @@ impl AuthzStore {
         let reason = subject
             .and_then(|s| s.reason)
             .unwrap_or_else(|| "authenticated subject".to_string());
+        // Only `x-auth-` names: the filter removes every one from client requests, so a client
+        // cannot send its own copy and have the upstream take it for the service's.
         let mut headers = serde_json::Map::new();
         if !query.subject_id.is_empty() {
-            headers.insert("x-authz-subject".into(), json!(query.subject_id));
+            headers.insert(SUBJECT_HEADER.into(), json!(query.subject_id));
         }
         if let Some(email) = query.user_email.as_deref().filter(|e| !e.is_empty()) {
-            headers.insert("x-user-email".into(), json!(email));
+            headers.insert(EMAIL_HEADER.into(), json!(email));
         }
         Ok(json!({
             "authorized": true,
@@ -213,7 +332,7 @@ impl AuthzStore {
     }
 
     fn session_decision(
-        &self,
+        &mut self,
         token_sha256: &str,
         token: &TokenRow,
         now: i64,
@@ -223,14 +342,15 @@ impl AuthzStore {
             return Ok(deny("agent token revoked"));
         }
         if token.session_expires_at <= now {
-            let code = self.new_reauth_code(token_sha256, now)?;
+            let mut session = json!({"status": "expired"});
+            // Without a code (the table is full) the filter falls back to its configured URL.
+            if let Some(code) = self.reauth_code(token_sha256, now)? {
+                session["reauth_url"] = json!(format!("{public_url}/reauth?code={code}"));
+            }
             return Ok(json!({
                 "authorized": false,
                 "reason": "session expired",
-                "session": {
-                    "status": "expired",
-                    "reauth_url": format!("{public_url}/reauth?code={code}"),
-                },
+                "session": session,
             }));
         }
         // Never let the filter cache an allow beyond the end of the session.
@@ -239,7 +359,7 @@ impl AuthzStore {
             "authorized": true,
             "reason": "active session",
             "cache_ttl_s": cache_ttl_s,
-            "headers": {"x-user-email": token.user_email},
+            "headers": {EMAIL_HEADER: token.user_email},
             "session": {"status": "active"},
         }))
     }
@@ -278,23 +398,74 @@ impl AuthzStore {
             .map_err(db)
     }
 
-    fn new_reauth_code(&self, token_sha256: &str, now: i64) -> Result<String, String> {
+    /// The token's live re-auth code, or a new one replacing it when it has less than
+    /// [`REAUTH_CODE_REUSE_MIN_S`] to live. Used and expired codes are deleted first. `None` when
+    /// the token has no code and the table already holds `max_reauth_codes` (logged, at most once
+    /// a minute).
+    fn reauth_code(&mut self, token_sha256: &str, now: i64) -> Result<Option<String>, String> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        tx.execute(
+            "DELETE FROM reauth_codes WHERE used = 1 OR expires_at <= ?1",
+            params![now],
+        )
+        .map_err(db)?;
+        let live: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT code, expires_at FROM reauth_codes WHERE token_sha256 = ?1",
+                params![token_sha256],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        match live {
+            Some((code, expires_at)) if expires_at - now >= REAUTH_CODE_REUSE_MIN_S => {
+                tx.commit().map_err(db)?;
+                return Ok(Some(code));
+            }
+            // Replaced below, in place: the row count does not change.
+            Some(_) => {}
+            None => {
+                let rows: i64 = tx
+                    .query_row("SELECT count(*) FROM reauth_codes", [], |row| row.get(0))
+                    .map_err(db)?;
+                if usize::try_from(rows).unwrap_or(usize::MAX) >= self.max_reauth_codes {
+                    tx.commit().map_err(db)?;
+                    self.log_cap(token_sha256, now);
+                    return Ok(None);
+                }
+            }
+        }
         let code = random_hex(16)?;
-        // Every expired-session reply mints a code: drop long-dead ones so the table stays small.
-        self.conn
-            .execute(
-                "DELETE FROM reauth_codes WHERE expires_at < ?1",
-                params![now - 24 * 3600],
-            )
-            .map_err(db)?;
-        self.conn
-            .execute(
-                "INSERT INTO reauth_codes (code, token_sha256, expires_at, used)
-                 VALUES (?1, ?2, ?3, 0)",
-                params![code, token_sha256, now + REAUTH_CODE_TTL_S],
-            )
-            .map_err(db)?;
-        Ok(code)
+        tx.execute(
+            "INSERT INTO reauth_codes (code, token_sha256, expires_at, used) VALUES (?1, ?2, ?3, 0)
+             ON CONFLICT(token_sha256) DO UPDATE SET code = excluded.code,
+             expires_at = excluded.expires_at, used = 0",
+            params![code, token_sha256, now + REAUTH_CODE_TTL_S],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(Some(code))
+    }
+
+    fn log_cap(&mut self, token_sha256: &str, now: i64) {
+        if self
+            .cap_logged_at
+            .is_some_and(|at| now - at < CAP_LOG_INTERVAL_S)
+        {
+            return;
+        }
+        self.cap_logged_at = Some(now);
+        eprintln!(
+            "authgate-authz: {} live re-auth codes, the most kept: the expired session of token \
+             {} is answered without a re-auth link (codes expire {} s after they are issued; \
+             logged at most once a minute)",
+            self.max_reauth_codes,
+            token_sha256.get(..12).unwrap_or(token_sha256),
+            REAUTH_CODE_TTL_S,
+        );
     }
 
     /// Redeems a one-time code: renews its token's session for `session_ttl_s`.
@@ -340,6 +511,11 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| secs(d.as_secs()))
         .unwrap_or(0)
+}
+
+/// `adm_` + 64 hex: 256 random bits.
+fn new_admin_token() -> Result<String, String> {
+    Ok(format!("adm_{}", random_hex(32)?))
 }
 
 fn random_hex(bytes: usize) -> Result<String, String> {
@@ -425,11 +601,14 @@ pub struct AuthzOptions {
     pub port: Option<u16>,
     /// Base of the re-auth links handed to agents; default `http://127.0.0.1:<port>`.
     pub public_url: Option<String>,
-    /// When set, `/admin/` requires `authorization: Bearer <admin_token>`; when not, `/admin/`
-    /// answers loopback clients only.
+    /// The bearer token `/admin/` requires (`authorization: Bearer <admin_token>`). When `None`
+    /// (or empty), the token stored in the database is required instead, generated at the first
+    /// start (see [`AuthzService::admin_token_source`]).
     pub admin_token: Option<String>,
     /// Session length after a re-auth.
     pub session_ttl_s: u64,
+    /// Most re-auth code rows kept (one per token at most).
+    pub max_reauth_codes: usize,
 }
 
 impl Default for AuthzOptions {
@@ -439,20 +618,39 @@ impl Default for AuthzOptions {
             public_url: None,
             admin_token: None,
             session_ttl_s: DEFAULT_SESSION_TTL_S,
+            max_reauth_codes: MAX_REAUTH_CODES,
         }
     }
+}
+
+/// Where the admin token of a running service came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    /// [`AuthzOptions::admin_token`] (`--admin-token`, or the environment).
+    Configured,
+    /// Generated at this start because the database had none; only its SHA-256 is stored, so
+    /// this is the one time it can be shown.
+    Generated(String),
+    /// Generated at an earlier start (or by `authgate-authz admin-token`); only its SHA-256 is
+    /// known.
+    Stored,
 }
 
 /// A running authorization service; stops when dropped.
 pub struct AuthzService {
     shared: Arc<Shared>,
     pool: WorkerPool,
+    admin_token_source: AdminTokenSource,
 }
 
 struct Shared {
     store: Mutex<AuthzStore>,
     public_url: String,
-    admin_token: Option<String>,
+    /// The configured admin token's SHA-256; `None`: the one stored in the database (read on
+    /// every admin request, so `authgate-authz admin-token` takes effect at once).
+    admin_token_sha256: Option<String>,
+    /// The `Host` values (lowercase) the browser-facing endpoints answer.
+    own_hosts: Vec<String>,
     session_ttl_s: u64,
     log: Mutex<RequestLog>,
 }
@@ -478,20 +676,32 @@ impl AuthzService {
 
     /// Serves `db` on `bind`:`options.port` (any free port when `None`).
     pub fn serve(db: &Path, bind: IpAddr, options: AuthzOptions) -> Result<AuthzService, String> {
-        let store = AuthzStore::open(db)?;
+        let mut store = AuthzStore::open(db)?;
+        store.set_max_reauth_codes(options.max_reauth_codes);
         let port = options.port.unwrap_or(0);
         let listener = TcpListener::bind((bind, port))
             .map_err(|e| format!("cannot bind {bind}:{port}: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        // Generated only once the service can start, so that the one start that shows it runs.
+        let configured = options.admin_token.filter(|t| !t.is_empty());
+        let admin_token_source = match &configured {
+            Some(_) => AdminTokenSource::Configured,
+            None => match store.ensure_admin_token()? {
+                Some(token) => AdminTokenSource::Generated(token),
+                None => AdminTokenSource::Stored,
+            },
+        };
         let public_url = options
             .public_url
             .unwrap_or_else(|| format!("http://127.0.0.1:{port}"))
             .trim_end_matches('/')
             .to_string();
+        let own_hosts = own_hosts(bind, port, &public_url);
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             public_url,
-            admin_token: options.admin_token.filter(|t| !t.is_empty()),
+            admin_token_sha256: configured.as_deref().map(sha256_hex),
+            own_hosts,
             session_ttl_s: options.session_ttl_s,
             log: Mutex::new(RequestLog::default()),
         });
@@ -504,7 +714,11 @@ impl AuthzService {
                 handle(&for_workers, request);
             }),
         )?;
-        Ok(AuthzService { shared, pool })
+        Ok(AuthzService {
+            shared,
+            pool,
+            admin_token_source,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -519,6 +733,18 @@ impl AuthzService {
     /// The base of the re-auth links.
     pub fn public_url(&self) -> &str {
         &self.shared.public_url
+    }
+
+    /// Where `/admin/`'s bearer token came from (a generated one is shown here, and only here).
+    pub fn admin_token_source(&self) -> &AdminTokenSource {
+        &self.admin_token_source
+    }
+
+    /// Test helper: how many re-auth code rows the database holds.
+    pub fn reauth_code_rows(&self) -> usize {
+        self.store()
+            .reauth_code_rows()
+            .unwrap_or_else(|e| panic!("authz service: count re-auth codes: {e}"))
     }
 
     /// Test helper: issues an agent token; returns `(token, token_sha256)`.
@@ -636,14 +862,27 @@ fn route(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
         return ext_authz(shared, request);
     }
     if let Some(admin_path) = path.strip_prefix("/admin/") {
-        if let Some(refusal) = refuse_admin(shared, request) {
+        if let Some(refusal) = refuse_admin(shared, request, &method) {
             return refusal;
         }
         return admin(shared, request, &method, admin_path);
     }
+    if path == "/reauth" && !own_host(shared, request) {
+        return match method.as_str() {
+            "GET" => Reply::html(403, "This sign-in link does not point at this service."),
+            _ => Reply::error(
+                403,
+                "forbidden",
+                "this service does not answer to that host",
+            ),
+        };
+    }
     match (method.as_str(), path) {
         ("GET", "/health") => Reply::json(200, json!({"status": "ok"})),
-        ("POST", "/api/authorize") => authorize(shared, request),
+        ("POST", "/api/authorize") => match refuse_authorize(request) {
+            Some(refusal) => refusal,
+            None => authorize(shared, request),
+        },
         ("GET", "/reauth") => match form_value(query, "code") {
             Some(code) => reauth_page(shared, &code),
             None => Reply::html(400, "This sign-in link is incomplete (no code)."),
@@ -651,6 +890,103 @@ fn route(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
         ("POST", "/reauth") => reauth_api(shared, request),
         _ => not_found(&method, path),
     }
+}
+
+/// `/api/authorize` is for the gateway, which sends JSON and none of the headers a browser adds:
+/// a web page's request (a form, or a fetch after DNS rebinding) is refused before it is read.
+fn refuse_authorize(request: &tiny_http::Request) -> Option<Reply> {
+    let from_browser = request.headers().iter().any(|h| {
+        let name = h.field.as_str().as_str();
+        name.eq_ignore_ascii_case("origin")
+            || name
+                .get(..10)
+                .is_some_and(|p| p.eq_ignore_ascii_case("sec-fetch-"))
+    });
+    if from_browser {
+        return Some(Reply::error(
+            403,
+            "forbidden",
+            "/api/authorize answers the gateway, not browsers",
+        ));
+    }
+    (!is_json(request)).then(unsupported_media_type)
+}
+
+fn unsupported_media_type() -> Reply {
+    Reply::error(
+        415,
+        "unsupported_media_type",
+        "send the request with content-type: application/json",
+    )
+}
+
+/// Whether the request says `content-type: application/json` (parameters such as a charset
+/// allowed).
+fn is_json(request: &tiny_http::Request) -> bool {
+    header(request, "content-type").is_some_and(|value| {
+        value
+            .split(';')
+            .next()
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
+/// The `Host` values the browser-facing endpoints answer: loopback names and the bound address
+/// with the port, and the public URL's authority (with and without its scheme's default port).
+fn own_hosts(bind: IpAddr, port: u16, public_url: &str) -> Vec<String> {
+    let mut hosts = Vec::new();
+    let mut add = |host: String| {
+        let host = host.to_ascii_lowercase();
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    };
+    let mut names = vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "[::1]".to_string(),
+    ];
+    if !bind.is_unspecified() {
+        names.push(match bind {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        });
+    }
+    for name in names {
+        if port == 80 {
+            add(name.clone());
+        }
+        add(format!("{name}:{port}"));
+    }
+    if let Some((scheme, rest)) = public_url.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let default_port = match scheme.to_ascii_lowercase().as_str() {
+            "https" => "443",
+            _ => "80",
+        };
+        // The port is what follows the last ':' outside an IPv6 literal's brackets.
+        let (host, explicit_port) = match authority.rsplit_once(':') {
+            Some((host, p)) if !p.contains(']') => (host, Some(p)),
+            _ => (authority, None),
+        };
+        if !host.is_empty() {
+            add(format!("{host}:{}", explicit_port.unwrap_or(default_port)));
+            if explicit_port.is_none_or(|p| p == default_port) {
+                add(host.to_string());
+            }
+        }
+    }
+    hosts
+}
+
+/// Whether the request's `Host` names this service (DNS rebinding: a page that got its own name
+/// pointed at 127.0.0.1 reaches the service under that name, which is not one of these).
+fn own_host(shared: &Shared, request: &tiny_http::Request) -> bool {
+    header(request, "host").is_some_and(|host| {
+        let host = host.trim().to_ascii_lowercase();
+        shared.own_hosts.contains(&host)
+    })
 }
 
 fn not_found(method: &str, path: &str) -> Reply {
@@ -769,34 +1105,49 @@ fn reauth_api(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
     }
 }
 
-/// `Some(reply)` when the caller may not use `/admin/`.
-fn refuse_admin(shared: &Shared, request: &tiny_http::Request) -> Option<Reply> {
-    match &shared.admin_token {
-        Some(expected) => {
-            let authorization = header(request, "authorization").unwrap_or_default();
-            let presented = authorization
-                .strip_prefix("Bearer ")
-                .or_else(|| authorization.strip_prefix("bearer "))
-                .unwrap_or("");
-            (!constant_time_eq(presented.trim().as_bytes(), expected.as_bytes())).then(|| {
-                Reply::error(
-                    401,
-                    "unauthorized",
-                    "admin endpoints need the admin bearer token",
-                )
-            })
-        }
-        None => {
-            let loopback = request.remote_addr().is_some_and(|a| a.ip().is_loopback());
-            (!loopback).then(|| {
-                Reply::error(
-                    403,
-                    "forbidden",
-                    "no admin token configured: admin endpoints answer loopback clients only",
-                )
-            })
-        }
+/// `Some(reply)` when the caller may not use `/admin/`: a `Host` that is not the service's own
+/// (403), no valid admin bearer token in `authorization` (401; cookies are never read), or a
+/// request other than GET/HEAD without `content-type: application/json` (415: forms and
+/// `text/plain` are what a web page can send without a CORS preflight).
+fn refuse_admin(shared: &Shared, request: &tiny_http::Request, method: &str) -> Option<Reply> {
+    if !own_host(shared, request) {
+        return Some(Reply::error(
+            403,
+            "forbidden",
+            "the admin API answers only its own host names (loopback, the bound address, the \
+             public URL's host)",
+        ));
     }
+    let presented = header(request, "authorization")
+        .as_deref()
+        .and_then(bearer_token)
+        .map(sha256_hex);
+    let expected = match &shared.admin_token_sha256 {
+        Some(digest) => Ok(Some(digest.clone())),
+        None => lock(&shared.store).admin_token_sha256(),
+    };
+    let expected = match expected {
+        Ok(expected) => expected,
+        Err(e) => return Some(Reply::internal(e)),
+    };
+    let authorized = match (presented, expected) {
+        (Some(presented), Some(expected)) => {
+            constant_time_eq(presented.as_bytes(), expected.as_bytes())
+        }
+        _ => false,
+    };
+    if !authorized {
+        return Some(Reply::error(
+            401,
+            "unauthorized",
+            "admin endpoints need `authorization: Bearer <admin token>` (the token authgate-authz \
+             printed at its first start, --admin-token, or `authgate-authz admin-token` for a new one)",
+        ));
+    }
+    if !matches!(method, "GET" | "HEAD") && !is_json(request) {
+        return Some(unsupported_media_type());
+    }
+    None
 }
 
 fn admin(shared: &Shared, request: &mut tiny_http::Request, method: &str, path: &str) -> Reply {
@@ -1089,7 +1440,10 @@ mod tests {
         assert_eq!(active["authorized"], true, "{active}");
         assert_eq!(active["reason"], "active session");
         assert_eq!(active["cache_ttl_s"], 60);
-        assert_eq!(active["headers"]["x-user-email"], "alice@example.com");
+        assert_eq!(
+            active["headers"],
+            json!({"x-auth-email": "alice@example.com"})
+        );
         assert_eq!(active["session"]["status"], "active");
 
         service.expire(&sha);
@@ -1217,7 +1571,7 @@ mod tests {
                 "authorized": true,
                 "reason": "authenticated subject",
                 "cache_ttl_s": 60,
-                "headers": {"x-authz-subject": "user-1", "x-user-email": "u1@example.com"},
+                "headers": {"x-auth-authz-subject": "user-1", "x-auth-email": "u1@example.com"},
             })
         );
 
@@ -1330,13 +1684,19 @@ mod tests {
             .to_string(),
         ];
         for body in &cases {
-            let reply = Req::post(&url).body(body.as_str()).send();
+            let reply = Req::post(&url)
+                .header("content-type", "application/json")
+                .body(body.as_str())
+                .send();
             assert_eq!(reply.status, 400, "{body}: {reply}");
             assert_eq!(reply.json_str("error").as_deref(), Some("bad_request"));
             assert!(reply.json_str("message").is_some(), "{reply}");
         }
         let huge = "x".repeat(MAX_BODY_BYTES + 1);
-        assert_eq!(Req::post(&url).body(huge).send().status, 413);
+        let huge = Req::post(&url)
+            .header("content-type", "application/json")
+            .body(huge);
+        assert_eq!(huge.send().status, 413);
         assert_eq!(Req::get(&url).send().status, 404);
         let missing = Req::get(service.url("/nope")).send();
         assert_eq!(missing.status, 404);
@@ -1383,6 +1743,7 @@ mod tests {
         let admin_post = |path: &str| {
             Req::post(service.url(path))
                 .bearer("s3cret")
+                .header("content-type", "application/json")
                 .body("")
                 .send()
         };
@@ -1436,13 +1797,58 @@ mod tests {
     }
 
     #[test]
-    fn admin_api_without_a_token_answers_loopback() {
+    fn admin_api_without_a_configured_token_needs_the_generated_one() {
         let (_dir, db) = temp_db();
         let service = AuthzService::start(&db);
+        let AdminTokenSource::Generated(token) = service.admin_token_source().clone() else {
+            panic!("a fresh database gets a generated admin token");
+        };
+        assert!(token.starts_with("adm_") && token.len() == 68, "{token}");
         let count = Req::get(service.url("/admin/requests/count")).send();
+        assert_eq!(count.status, 401, "loopback is not a credential: {count}");
+        let count = Req::get(service.url("/admin/requests/count"))
+            .bearer(&token)
+            .send();
         assert_eq!(count.json(), Some(json!({"count": 0})), "{count}");
-        let bad = Req::post(service.url("/admin/tokens")).body("{").send();
+        let bad = Req::post(service.url("/admin/tokens"))
+            .bearer(&token)
+            .header("content-type", "application/json")
+            .body("{")
+            .send();
         assert_eq!(bad.status, 400, "{bad}");
+        let bytes = std::fs::read(&db).expect("read the database file");
+        let stored = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+        assert!(stored(&sha256_hex(&token)), "its digest is stored");
+        assert!(
+            !stored(token.trim_start_matches("adm_")),
+            "the token is not"
+        );
+    }
+
+    #[test]
+    fn own_hosts_cover_loopback_the_bound_address_and_the_public_url() {
+        let hosts = own_hosts(
+            IpAddr::from([10, 0, 0, 5]),
+            8083,
+            "https://Authz.Example.com/base",
+        );
+        for host in [
+            "127.0.0.1:8083",
+            "localhost:8083",
+            "[::1]:8083",
+            "10.0.0.5:8083",
+            "authz.example.com",
+            "authz.example.com:443",
+        ] {
+            assert!(hosts.iter().any(|h| h == host), "{host} in {hosts:?}");
+        }
+        assert!(!hosts.iter().any(|h| h == "localhost"), "{hosts:?}");
+        let hosts = own_hosts("::".parse().expect("ip"), 80, "http://user@[fd00::1]:8080");
+        for host in ["localhost", "127.0.0.1:80", "[fd00::1]:8080"] {
+            assert!(hosts.iter().any(|h| h == host), "{host} in {hosts:?}");
+        }
+        assert!(!hosts.iter().any(|h| h == "[fd00::1]"), "{hosts:?}");
+        assert!(!hosts.iter().any(|h| h.starts_with("[::]")), "{hosts:?}");
     }
 
     #[test]
@@ -1457,7 +1863,7 @@ mod tests {
         let service = AuthzService::start(&db);
         let active = authorize_opaque(&service, &sha);
         assert_eq!(active["authorized"], true, "{active}");
-        assert_eq!(active["headers"]["x-user-email"], "frank@example.com");
+        assert_eq!(active["headers"]["x-auth-email"], "frank@example.com");
         drop(service);
 
         let bytes = std::fs::read(&db).expect("read the database file");

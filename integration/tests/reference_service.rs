@@ -2,13 +2,24 @@
 //! an opaque agent token is decided by the service; when its session lapses the agent gets the
 //! session-expired reply with a one-time re-auth URL; completing re-auth there makes the same
 //! token work again once the cached answer expires. Revocation and subject denial too.
+//!
+//! Then the service's own seams, without Envoy: re-auth codes are reused and capped; the admin
+//! API needs its token always (generated at the first start when none is given), takes only
+//! JSON, and answers only its own host names; `/api/authorize` refuses browsers; and the headers
+//! it sets upstream are `x-auth-` names, which a client cannot send itself.
 
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use authgate_integration::authz_service::{sha256_hex, AuthzService};
+use authgate_integration::authz_service::{sha256_hex, AdminTokenSource, AuthzService};
 use authgate_integration::expect::{self, error_reply, Checks};
 use authgate_integration::plugin::{corp_claims, local_provider};
-use authgate_integration::{FixtureKey, Gateway, JwksStub, Reply, Req, TokenBuilder};
+use authgate_integration::{
+    AuthzOptions, AuthzStore, FixtureKey, Gateway, JwksStub, Reply, Req, TokenBuilder,
+};
 use serde_json::{json, Value};
 
 /// Cached answers live 1 s, so each state change shows up after a short, bounded wait.
@@ -57,7 +68,7 @@ fn agent_token_session_lapses_and_reauth_restores_the_same_token() {
         "an active agent token passes with the service's headers",
         expect::allowed(&reply)
             .and_then(|()| {
-                expect::upstream_header(&reply, "x-user-email", Some("alice@example.com"))
+                expect::upstream_header(&reply, "x-auth-email", Some("alice@example.com"))
             })
             .and_then(|()| {
                 expect::upstream_header(&reply, "x-auth-credential", Some("opaque_token"))
@@ -147,8 +158,9 @@ fn jwt_subjects_are_decided_by_the_service_too() {
     let reply = call(&gw, &token);
     checks.check(
         "an authenticated subject passes",
-        expect::allowed(&reply)
-            .and_then(|()| expect::upstream_header(&reply, "x-authz-subject", Some("mallory"))),
+        expect::allowed(&reply).and_then(|()| {
+            expect::upstream_header(&reply, "x-auth-authz-subject", Some("mallory"))
+        }),
     );
     service.deny_subject("mallory", "account suspended");
     std::thread::sleep(TTL);
@@ -193,4 +205,672 @@ fn guessing_agent_tokens_backs_off_like_guessing_keys() {
         error_reply(&call(&gw, &token), 429, "rate_limited").map(|_| ()),
     );
     checks.finish();
+}
+
+#[test]
+fn clients_cannot_pose_as_the_services_headers() {
+    let (_dir, service, gw) = start();
+    let (agent, _) = service.create_token("alice@example.com", 3600);
+    let jwt = TokenBuilder::new(FixtureKey::Rsa1)
+        .claims(corp_claims("mallory"))
+        .sign();
+    let spoofed = |token: &str| {
+        Req::post(gw.url("/v1/chat/completions"))
+            .bearer(token)
+            .header("x-auth-email", "ceo@corp.example")
+            .header("x-auth-authz-subject", "admin")
+            .json(&json!({"model": "m", "messages": []}))
+            .send()
+    };
+    let mut checks = Checks::new();
+    let reply = spoofed(&agent);
+    checks.check(
+        "agent token: the upstream gets the service's x-auth-email, not the client's",
+        expect::allowed(&reply)
+            .and_then(|()| {
+                expect::upstream_header(&reply, "x-auth-email", Some("alice@example.com"))
+            })
+            .and_then(|()| expect::upstream_header(&reply, "x-auth-authz-subject", None)),
+    );
+    let reply = spoofed(&jwt);
+    checks.check(
+        "JWT: the upstream gets the service's subject, not the client's",
+        expect::allowed(&reply).and_then(|()| {
+            expect::upstream_header(&reply, "x-auth-authz-subject", Some("mallory"))
+        }),
+    );
+    checks.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The service's own seams (no Envoy)
+
+fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let db = dir.path().join("authz.sqlite");
+    (dir, db)
+}
+
+/// An `/api/authorize` body as the filter sends it.
+fn authorize_body(kind: &str, id: Option<&str>, token_sha256: &str) -> Value {
+    json!({
+        "user_email": null, "client_ip": "203.0.113.7",
+        "subject": {"kind": kind, "id": id, "issuer": null, "token_sha256": token_sha256,
+                    "roles": [], "scopes": []},
+        "request": {"method": "POST", "host": "api.example.com", "path": "/v1/chat/completions"}
+    })
+}
+
+/// The service's decision on an agent token, asked as the gateway asks (`Host` = its authority).
+fn authorize_agent(service: &AuthzService, token_sha256: &str) -> Value {
+    let reply = Req::post(service.url("/api/authorize"))
+        .header("host", "authz.internal")
+        .json(&authorize_body("opaque_token", None, token_sha256))
+        .send();
+    assert_eq!(reply.status, 200, "{reply}");
+    reply.json().unwrap_or_else(|| panic!("not JSON: {reply}"))
+}
+
+fn generated_admin_token(service: &AuthzService) -> String {
+    match service.admin_token_source() {
+        AdminTokenSource::Generated(token) => token.clone(),
+        other => panic!("expected a generated admin token, got {other:?}"),
+    }
+}
+
+/// An admin call with the token and a JSON body.
+fn admin_call(
+    service: &AuthzService,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Reply {
+    Req::new(method, service.url(path))
+        .bearer(token)
+        .json(body)
+        .send()
+}
+
+#[test]
+fn an_agent_asking_again_gets_the_same_reauth_code() {
+    let (_dir, db) = temp_db();
+    let service = AuthzService::start(&db);
+    let (_, sha) = service.create_token("alice@example.com", 3600);
+    service.expire(&sha);
+    let first = authorize_agent(&service, &sha);
+    let link = first["session"]["reauth_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no reauth_url: {first}"))
+        .to_string();
+    for _ in 0..299 {
+        let again = authorize_agent(&service, &sha);
+        assert_eq!(again["session"]["reauth_url"], link.as_str(), "{again}");
+    }
+    assert_eq!(
+        service.reauth_code_rows(),
+        1,
+        "300 expired answers, one row"
+    );
+
+    // Redeemed, it is gone; the next lapse gets a new code in the same single row.
+    assert_eq!(Req::get(&link).send().status, 200);
+    service.expire(&sha);
+    let next = authorize_agent(&service, &sha);
+    let next_link = next["session"]["reauth_url"].as_str().unwrap_or_default();
+    assert!(
+        next_link.contains("/reauth?code=") && next_link != link,
+        "{next}"
+    );
+    assert_eq!(service.reauth_code_rows(), 1);
+}
+
+#[test]
+fn reauth_codes_are_capped_across_tokens() {
+    let (_dir, db) = temp_db();
+    let service = AuthzService::start_with(
+        &db,
+        AuthzOptions {
+            max_reauth_codes: 5,
+            ..AuthzOptions::default()
+        },
+    );
+    let mut shas = Vec::new();
+    for i in 0..12 {
+        let (_, sha) = service.create_token(&format!("user{i}@example.com"), 3600);
+        service.expire(&sha);
+        shas.push(sha);
+    }
+    for round in 0..3 {
+        for (i, sha) in shas.iter().enumerate() {
+            let answer = authorize_agent(&service, sha);
+            assert_eq!(answer["authorized"], false, "{answer}");
+            assert_eq!(answer["session"]["status"], "expired", "{answer}");
+            let has_link = answer["session"]["reauth_url"].is_string();
+            assert_eq!(
+                has_link,
+                i < 5,
+                "round {round}, token {i}: a link only within the cap: {answer}"
+            );
+        }
+        assert_eq!(service.reauth_code_rows(), 5, "round {round}");
+    }
+    // A token that already has a code keeps getting it at the cap; one redeemed frees a row.
+    let link = authorize_agent(&service, &shas[0])["session"]["reauth_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(Req::get(&link).send().status, 200, "{link}");
+    let answer = authorize_agent(&service, &shas[5]);
+    assert!(answer["session"]["reauth_url"].is_string(), "{answer}");
+    assert_eq!(service.reauth_code_rows(), 5);
+}
+
+#[test]
+fn the_admin_api_needs_its_token_always_and_never_from_a_cookie() {
+    let (_dir, db) = temp_db();
+    let service = AuthzService::start(&db);
+    let token = generated_admin_token(&service);
+    let count = service.url("/admin/requests/count");
+
+    let mut checks = Checks::new();
+    let cases = [
+        ("no token, from loopback", Req::get(&count)),
+        ("a wrong token", Req::get(&count).bearer("adm_guess")),
+        (
+            "the token's digest",
+            Req::get(&count).bearer(&sha256_hex(&token)),
+        ),
+        (
+            "the token in a cookie",
+            Req::get(&count).header(
+                "cookie",
+                &format!("authorization=Bearer {token}; admin_token={token}"),
+            ),
+        ),
+        (
+            "the token as Basic credentials",
+            Req::get(&count).header("authorization", &format!("Basic {token}")),
+        ),
+    ];
+    for (label, request) in cases {
+        checks.check(
+            label,
+            error_reply(&request.send(), 401, "unauthorized").map(|_| ()),
+        );
+    }
+    let create = Req::post(service.url("/admin/tokens")).json(&json!({"email": "x@example.com"}));
+    checks.check(
+        "creating a token without the admin token",
+        error_reply(&create.send(), 401, "unauthorized").map(|_| ()),
+    );
+    let ok = Req::get(&count).bearer(&token).send();
+    checks.check(
+        "with the generated token",
+        (ok.json() == Some(json!({"count": 0})))
+            .then_some(())
+            .ok_or(format!("{ok}")),
+    );
+    checks.finish();
+}
+
+#[test]
+fn the_admin_api_takes_only_json() {
+    let (_dir, db) = temp_db();
+    let service = AuthzService::start(&db);
+    let token = generated_admin_token(&service);
+    let (_, sha) = service.create_token("erin@example.com", 3600);
+    let create = json!({"email": "erin@example.com"}).to_string();
+    let mut checks = Checks::new();
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("text/plain; charset=utf-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonx"),
+    ] {
+        let mut request = Req::post(service.url("/admin/tokens")).bearer(&token);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        checks.check(
+            &format!("POST /admin/tokens with content-type {content_type:?}"),
+            error_reply(
+                &request.body(create.as_str()).send(),
+                415,
+                "unsupported_media_type",
+            )
+            .map(|_| ()),
+        );
+    }
+    let expire = Req::post(service.url(&format!("/admin/tokens/{sha}/expire")))
+        .bearer(&token)
+        .header("content-type", "text/plain")
+        .body("");
+    checks.check(
+        "an action without a JSON content type",
+        error_reply(&expire.send(), 415, "unsupported_media_type").map(|_| ()),
+    );
+    let active = authorize_agent(&service, &sha);
+    checks.check(
+        "and it did nothing",
+        (active["authorized"] == true)
+            .then_some(())
+            .ok_or(format!("{active}")),
+    );
+    for content_type in ["application/json", "Application/JSON; charset=utf-8"] {
+        let reply = Req::post(service.url("/admin/tokens"))
+            .bearer(&token)
+            .header("content-type", content_type)
+            .body(create.as_str())
+            .send();
+        checks.check(
+            &format!("POST /admin/tokens with {content_type}"),
+            (reply.status == 200 && reply.json_str("token").is_some())
+                .then_some(())
+                .ok_or(format!("{reply}")),
+        );
+    }
+    let expired = admin_call(
+        &service,
+        &token,
+        "POST",
+        &format!("/admin/tokens/{sha}/expire"),
+        &json!({}),
+    );
+    checks.check(
+        "an action with a JSON content type",
+        (expired.status == 200)
+            .then_some(())
+            .ok_or(format!("{expired}")),
+    );
+    checks.finish();
+}
+
+#[test]
+fn the_admin_api_and_reauth_answer_only_their_own_host_names() {
+    let (_dir, db) = temp_db();
+    let service = AuthzService::start_with(
+        &db,
+        AuthzOptions {
+            public_url: Some("https://authz.example.com".into()),
+            ..AuthzOptions::default()
+        },
+    );
+    let token = generated_admin_token(&service);
+    let port = service.port();
+    let count = |host: &str| {
+        Req::get(service.url("/admin/requests/count"))
+            .bearer(&token)
+            .header("host", host)
+            .send()
+    };
+    let mut checks = Checks::new();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("LocalHost:{port}"),
+        format!("[::1]:{port}"),
+        "authz.example.com".to_string(),
+        "authz.example.com:443".to_string(),
+    ] {
+        let reply = count(&host);
+        checks.check(
+            &format!("admin with Host {host}"),
+            (reply.status == 200)
+                .then_some(())
+                .ok_or(format!("{reply}")),
+        );
+    }
+    for host in [
+        format!("rebind.attacker.example:{port}"),
+        "rebind.attacker.example".to_string(),
+        format!("127.0.0.1.nip.io:{port}"),
+        "localhost".to_string(),
+        format!("localhost:{}", port.wrapping_add(1)),
+        "authz.example.com:8443".to_string(),
+        "authz.internal".to_string(),
+        String::new(),
+    ] {
+        checks.check(
+            &format!("admin with Host {host:?}"),
+            error_reply(&count(&host), 403, "forbidden").map(|_| ()),
+        );
+    }
+
+    // /reauth: a rebound page cannot redeem a code, the service's own name can.
+    let (_, sha) = service.create_token("ivy@example.com", 3600);
+    service.expire(&sha);
+    let link = authorize_agent(&service, &sha)["session"]["reauth_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let code = link
+        .strip_prefix("https://authz.example.com/reauth?code=")
+        .unwrap_or_else(|| panic!("link at the public URL: {link}"))
+        .to_string();
+    let reauth = |host: &str| {
+        Req::get(service.url(&format!("/reauth?code={code}")))
+            .header("host", host)
+            .send()
+    };
+    let refused = reauth(&format!("rebind.attacker.example:{port}"));
+    checks.check(
+        "/reauth with a foreign Host",
+        (refused.status == 403)
+            .then_some(())
+            .ok_or(format!("{refused}")),
+    );
+    let form = Req::post(service.url("/reauth"))
+        .header("host", "rebind.attacker.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("code={code}"))
+        .send();
+    checks.check(
+        "POST /reauth with a foreign Host",
+        error_reply(&form, 403, "forbidden").map(|_| ()),
+    );
+    let still_expired = authorize_agent(&service, &sha);
+    checks.check(
+        "the code was not redeemed",
+        (still_expired["session"]["status"] == "expired")
+            .then_some(())
+            .ok_or(format!("{still_expired}")),
+    );
+    let redeemed = reauth("authz.example.com");
+    checks.check(
+        "/reauth at the public URL's host",
+        (redeemed.status == 200)
+            .then_some(())
+            .ok_or(format!("{redeemed}")),
+    );
+
+    // The gateway's callout carries enterprise.authority, whatever it is.
+    for host in ["authz.internal", "authz.authgate.local", "anything.example"] {
+        let reply = Req::post(service.url("/api/authorize"))
+            .header("host", host)
+            .json(&authorize_body("opaque_token", None, &sha))
+            .send();
+        checks.check(
+            &format!("/api/authorize with Host {host}"),
+            (reply.status == 200 && reply.json().is_some_and(|b| b["authorized"] == true))
+                .then_some(())
+                .ok_or(format!("{reply}")),
+        );
+    }
+    checks.finish();
+}
+
+#[test]
+fn authorize_answers_the_gateway_not_browsers() {
+    let (_dir, db) = temp_db();
+    let service = AuthzService::start(&db);
+    let (_, sha) = service.create_token("jo@example.com", 3600);
+    service.expire(&sha);
+    let body = authorize_body("opaque_token", None, &sha).to_string();
+    let post = || Req::post(service.url("/api/authorize")).header("host", "authz.internal");
+    let mut checks = Checks::new();
+    let browser = [
+        (
+            "a form post",
+            post()
+                .header("origin", "http://evil.example")
+                .header("content-type", "application/x-www-form-urlencoded"),
+        ),
+        (
+            "a fetch after DNS rebinding",
+            post()
+                .header("origin", "http://rebind.example:8083")
+                .header("content-type", "application/json"),
+        ),
+        (
+            "a same-origin fetch",
+            post()
+                .header("sec-fetch-site", "same-origin")
+                .header("content-type", "application/json"),
+        ),
+        (
+            "Sec-Fetch-Mode alone",
+            post()
+                .header("Sec-Fetch-Mode", "cors")
+                .header("content-type", "application/json"),
+        ),
+    ];
+    for (label, request) in browser {
+        checks.check(
+            label,
+            error_reply(&request.body(body.as_str()).send(), 403, "forbidden").map(|_| ()),
+        );
+    }
+    for content_type in [None, Some("text/plain")] {
+        let mut request = post();
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        checks.check(
+            &format!("content-type {content_type:?}"),
+            error_reply(
+                &request.body(body.as_str()).send(),
+                415,
+                "unsupported_media_type",
+            )
+            .map(|_| ()),
+        );
+    }
+    checks.check(
+        "none of them reached the store (no code was minted, nothing logged)",
+        (service.reauth_code_rows() == 0 && service.request_count() == 0)
+            .then_some(())
+            .ok_or(format!(
+                "{} rows, {} logged",
+                service.reauth_code_rows(),
+                service.request_count()
+            )),
+    );
+    let answer = authorize_agent(&service, &sha);
+    checks.check(
+        "the gateway's request",
+        (answer["session"]["status"] == "expired")
+            .then_some(())
+            .ok_or(format!("{answer}")),
+    );
+    checks.finish();
+}
+
+#[test]
+fn allowed_answers_set_only_x_auth_headers() {
+    let (_dir, db) = temp_db();
+    let service = AuthzService::start(&db);
+    let (_, sha) = service.create_token("kim@example.com", 3600);
+    let agent = authorize_agent(&service, &sha);
+    let mut jwt = authorize_body("jwt", Some("user-1"), &sha256_hex("eyJ.x.y"));
+    jwt["user_email"] = json!("u1@example.com");
+    let jwt = Req::post(service.url("/api/authorize"))
+        .json(&jwt)
+        .send()
+        .json()
+        .unwrap_or_default();
+    assert_eq!(
+        agent["headers"],
+        json!({"x-auth-email": "kim@example.com"}),
+        "{agent}"
+    );
+    assert_eq!(
+        jwt["headers"],
+        json!({"x-auth-email": "u1@example.com", "x-auth-authz-subject": "user-1"}),
+        "{jwt}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `authgate-authz` binary: its admin token, and the CLI on the database file
+
+/// A child process killed (and reaped) when dropped, with its stdout lines on a channel.
+struct Served {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Served {
+    fn start(db: &Path, extra: &[&str], env: Option<(&str, &str)>) -> Served {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_authgate-authz"));
+        command
+            .args(["serve", "--port", "0", "--db"])
+            .arg(db)
+            .args(extra)
+            .env_remove("AUTHGATE_AUTHZ_ADMIN_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting authgate-authz: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Served { child, lines }
+    }
+
+    /// The lines printed at start: the "serving" line and the admin token line(s).
+    fn startup(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(Duration::from_secs(if lines.is_empty() { 30 } else { 1 }))
+        {
+            lines.push(line);
+        }
+        assert!(!lines.is_empty(), "authgate-authz printed nothing");
+        lines
+    }
+
+    fn port(lines: &[String]) -> u16 {
+        lines[0]
+            .split(" on 127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {:?}", lines[0]))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_authgate-authz"))
+        .args(args)
+        .env_remove("AUTHGATE_AUTHZ_ADMIN_TOKEN")
+        .output()
+        .unwrap_or_else(|e| panic!("authgate-authz {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "authgate-authz {args:?}: {output:?}"
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn admin_count(port: u16, token: &str) -> u16 {
+    Req::get(format!("http://127.0.0.1:{port}/admin/requests/count"))
+        .bearer(token)
+        .send()
+        .status
+}
+
+#[test]
+fn the_binary_generates_its_admin_token_once_and_the_cli_needs_none() {
+    let (_dir, db) = temp_db();
+    let db_arg = db.to_str().unwrap_or_else(|| panic!("path"));
+
+    let first = Served::start(&db, &[], None);
+    let lines = first.startup();
+    let port = Served::port(&lines);
+    let printed: Vec<&str> = lines
+        .iter()
+        .flat_map(|l| l.split(|c: char| c.is_whitespace() || c == '\''))
+        .filter(|w| w.starts_with("adm_") && w.len() == 68)
+        .collect();
+    assert!(
+        !printed.is_empty(),
+        "the generated token is printed: {lines:?}"
+    );
+    let token = printed[0].to_string();
+    assert!(printed.iter().all(|t| *t == token), "{lines:?}");
+    assert_eq!(admin_count(port, &token), 200);
+    assert_eq!(admin_count(port, "adm_wrong"), 401);
+    drop(first);
+
+    // A restart keeps it, and does not print it again.
+    let second = Served::start(&db, &[], None);
+    let lines = second.startup();
+    let port = Served::port(&lines);
+    assert!(!lines.iter().any(|l| l.contains(&token)), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("admin-token")),
+        "how to get a new one: {lines:?}"
+    );
+    assert_eq!(admin_count(port, &token), 200);
+
+    // The CLI works on the file without any token, while the server runs.
+    let created: Value = serde_json::from_str(&cli(&[
+        "create-token",
+        "--db",
+        db_arg,
+        "--email",
+        "cli@example.com",
+    ]))
+    .unwrap_or_else(|e| panic!("create-token output: {e}"));
+    let sha = created["token_sha256"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    cli(&["expire", "--db", db_arg, "--sha256", &sha]);
+    // A new admin token from the CLI replaces the old one at once.
+    let rotated: Value = serde_json::from_str(&cli(&["admin-token", "--db", db_arg]))
+        .unwrap_or_else(|e| panic!("admin-token output: {e}"));
+    let new_token = rotated["admin_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        new_token.starts_with("adm_") && new_token != token,
+        "{rotated}"
+    );
+    assert_eq!(admin_count(port, &new_token), 200);
+    assert_eq!(admin_count(port, &token), 401);
+    drop(second);
+
+    // A given token is the only one accepted.
+    let given = Served::start(
+        &db,
+        &[],
+        Some(("AUTHGATE_AUTHZ_ADMIN_TOKEN", "given-admin-token-123")),
+    );
+    let lines = given.startup();
+    let port = Served::port(&lines);
+    assert!(
+        !lines.iter().any(|l| l.contains("given-admin-token-123")),
+        "{lines:?}"
+    );
+    assert_eq!(admin_count(port, "given-admin-token-123"), 200);
+    assert_eq!(admin_count(port, &new_token), 401);
+    let store = AuthzStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        store.revoke(&sha).unwrap_or(false),
+        "the CLI's token is in the file"
+    );
 }

@@ -162,7 +162,7 @@ fn agents_see_the_reauth_url_and_reauth_restores_the_same_token() {
     checks.check(
         "the same agent token works again (reaches the upstream)",
         expect::allowed(&reply).and_then(|()| {
-            expect::upstream_header(&reply, "x-user-email", Some("alice@example.com"))
+            expect::upstream_header(&reply, "x-auth-email", Some("alice@example.com"))
         }),
     );
     let stats = gw.envoy.stats();

@@ -7,8 +7,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use authgate_integration::authz_service::DEFAULT_SESSION_TTL_S;
-use authgate_integration::authz_service::{AuthzOptions, AuthzService, AuthzStore};
+use authgate_integration::authz_service::{
+    AdminTokenSource, AuthzOptions, AuthzService, AuthzStore, DEFAULT_SESSION_TTL_S,
+    MAX_REAUTH_CODES,
+};
 use serde_json::json;
 
 const USAGE: &str = "\
@@ -20,12 +22,18 @@ usage:
   authgate-authz revoke  --db PATH --sha256 H
   authgate-authz restore --db PATH --sha256 H
   authgate-authz subject --db PATH --id ID --allowed true|false [--reason R]
+  authgate-authz admin-token --db PATH
 
 serve: answers POST /api/authorize, GET|POST /reauth, GET /health and /admin/... on
   --host:--port. Re-auth links start with --public-url (default http://127.0.0.1:PORT).
-  The admin token may also come from AUTHGATE_AUTHZ_ADMIN_TOKEN (keeps it out of `ps`);
-  without one, /admin/ answers loopback clients only.
-create-token: prints {\"token\": ..., \"token_sha256\": ...}; only the digest is stored.";
+  /admin/ always needs `authorization: Bearer <admin token>` and JSON bodies, and answers
+  only Host values naming this service (127.0.0.1/localhost/[::1]/--host with the port, and
+  --public-url's host). The admin token is --admin-token, or AUTHGATE_AUTHZ_ADMIN_TOKEN (keeps
+  it out of `ps`); with neither, one is generated at the first start, printed once, and kept
+  in the database as a SHA-256 digest.
+create-token: prints {\"token\": ..., \"token_sha256\": ...}; only the digest is stored.
+admin-token: replaces the stored admin token with a new one and prints it (a running server
+  takes the new one, and no longer the old, from its next request).";
 
 const ADMIN_TOKEN_ENV: &str = "AUTHGATE_AUTHZ_ADMIN_TOKEN";
 
@@ -89,19 +97,39 @@ fn run(command: &str, args: &[String]) -> Result<(), Failure> {
                 session_ttl_s: flags
                     .number("session-ttl-s")?
                     .unwrap_or(DEFAULT_SESSION_TTL_S),
-            };
-            let admin = if options.admin_token.is_some() {
-                "bearer token"
-            } else {
-                "loopback only"
+                max_reauth_codes: MAX_REAUTH_CODES,
             };
             let service = AuthzService::serve(&db, host, options).map_err(Failure::Runtime)?;
+            // The first line is read by bench/ for the port: keep its shape.
             println!(
-                "authgate-authz: serving {} on {host}:{} (re-auth links {}, admin {admin})",
+                "authgate-authz: serving {} on {host}:{} (re-auth links {}, admin bearer token)",
                 db.display(),
                 service.port(),
                 service.public_url(),
             );
+            let admin_url = format!("http://127.0.0.1:{}/admin", service.port());
+            match service.admin_token_source() {
+                AdminTokenSource::Configured => println!(
+                    "authgate-authz: admin API token: the one given (--admin-token or \
+                     {ADMIN_TOKEN_ENV})"
+                ),
+                AdminTokenSource::Generated(token) => {
+                    println!(
+                        "authgate-authz: admin API token (generated now; only its digest is \
+                         stored, so this is the one time it is shown): {token}"
+                    );
+                    println!(
+                        "authgate-authz:   curl -H 'authorization: Bearer {token}' \
+                         -H 'content-type: application/json' -d '{{\"email\": \"you@example.com\"}}' \
+                         {admin_url}/tokens"
+                    );
+                }
+                AdminTokenSource::Stored => println!(
+                    "authgate-authz: admin API token: the one printed at the first start (only its \
+                     digest is stored); `authgate-authz admin-token --db {}` makes a new one",
+                    db.display()
+                ),
+            }
             loop {
                 std::thread::park();
             }
@@ -150,6 +178,13 @@ fn run(command: &str, args: &[String]) -> Result<(), Failure> {
                 .set_subject(&id, allowed, reason.as_deref())
                 .map_err(Failure::Runtime)?;
             println!("subject {id}: allowed={allowed}");
+            Ok(())
+        }
+        "admin-token" => {
+            let mut flags = Flags::parse(args, &["db"])?;
+            let store = open(&flags.db()?)?;
+            let token = store.rotate_admin_token().map_err(Failure::Runtime)?;
+            println!("{}", json!({"admin_token": token}));
             Ok(())
         }
         other => Err(usage(format!("unknown command {other:?}"))),
