@@ -10,7 +10,7 @@ TOOLS := .tools
 # the SDK's defaults, so Envoy skips those calls on every request (tools/trim-exports).
 WASM := target/authgate.wasm
 CARGO_WASM := target/wasm32-wasip1/release/authgate.wasm
-UNUSED_CALLBACKS := proxy_on_request_trailers proxy_on_response_headers proxy_on_response_body \
+UNUSED_CALLBACKS := proxy_on_response_headers proxy_on_response_body \
 	proxy_on_response_trailers proxy_on_log proxy_on_done
 TRIM := target/release/authgate-trim-exports
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)

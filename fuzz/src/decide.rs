@@ -23,16 +23,16 @@
 use std::rc::Rc;
 
 use arbitrary::{Arbitrary, Unstructured};
+use authgate::core::authz::decision_cache::{self, Decided, DecisionKey};
 use authgate::core::authz::FailureMode;
-use authgate::core::policy::backoff::MemoryStore;
 use authgate::core::config::Config;
 use authgate::core::credentials::Kind;
-use authgate::core::authz::decision_cache::{self, Decided, DecisionKey};
 use authgate::core::engine::{
     complete_authz, decide, resolve, Context, Effects, Resolution, State, Step,
 };
 use authgate::core::jwt::jwks::KeySet;
 use authgate::core::metrics::Recorded;
+use authgate::core::policy::backoff::MemoryStore;
 use authgate::core::replies::Reply;
 use authgate::core::request::{borrow_pairs, Request};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -726,6 +726,7 @@ fn credential_candidates(headers: &[(String, String)]) -> Vec<(&str, &str)> {
 /// The credential values of this request that give this decision key.
 fn secrets_for_key<'h>(
     key: &DecisionKey,
+    client: Option<std::net::IpAddr>,
     request: &Request<'_>,
     headers: &'h [(String, String)],
 ) -> Vec<&'h str> {
@@ -733,8 +734,13 @@ fn secrets_for_key<'h>(
         .into_iter()
         .filter(|(_, secret)| {
             let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-            decision_cache::key(&hash, request.method(), request.authority(), request.path())
-                == *key
+            decision_cache::key(
+                &hash,
+                request.method(),
+                request.authority(),
+                request.path(),
+                client,
+            ) == *key
         })
         .map(|(_, secret)| secret)
         .collect()
@@ -743,6 +749,7 @@ fn secrets_for_key<'h>(
 /// The headers whose value gives this decision key (method, host and path from the request).
 fn headers_for_key<'h>(
     key: &DecisionKey,
+    client: Option<std::net::IpAddr>,
     request: &Request<'_>,
     headers: &'h [(String, String)],
 ) -> Vec<&'h str> {
@@ -750,8 +757,13 @@ fn headers_for_key<'h>(
         .into_iter()
         .filter(|(_, secret)| {
             let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-            decision_cache::key(&hash, request.method(), request.authority(), request.path())
-                == *key
+            decision_cache::key(
+                &hash,
+                request.method(),
+                request.authority(),
+                request.path(),
+                client,
+            ) == *key
         })
         .map(|(name, _)| name)
         .collect()
@@ -941,7 +953,7 @@ impl Run<'_> {
     ) {
         count(self.known, origin, step);
         match step {
-            Step::Continue { remove, add } => {
+            Step::Continue { remove, add, .. } => {
                 for (name, _) in headers {
                     if name.starts_with("x-auth-")
                         || name == "x-tenant"
@@ -966,7 +978,8 @@ impl Run<'_> {
             }
             Step::WaitForKeys { .. } => {}
             Step::CallAuthz(call) => {
-                let carriers = headers_for_key(&call.key, request, headers);
+                let carriers =
+                    headers_for_key(&call.key, self.key_client(request), request, headers);
                 assert!(
                     !carriers.is_empty(),
                     "the decision key matches no credential of the request"
@@ -978,9 +991,10 @@ impl Run<'_> {
                     } else {
                         &[RETIRED_KEY, EXPIRED_KEY]
                     };
-                    if let Some(key) = secrets_for_key(&call.key, request, headers)
-                        .into_iter()
-                        .find(|s| configured.contains(s))
+                    if let Some(key) =
+                        secrets_for_key(&call.key, self.key_client(request), request, headers)
+                            .into_iter()
+                            .find(|s| configured.contains(s))
                     {
                         panic!(
                             "a configured API key ({key}) was sent to the authorization service as \
@@ -993,6 +1007,13 @@ impl Run<'_> {
     }
 
     /// Why a `Continue` straight from `decide` is allowed; panics when nothing justifies it.
+    /// The client address decision keys include (when the service is told it).
+    fn key_client(&self, request: &Request<'_>) -> Option<std::net::IpAddr> {
+        let enterprise = self.config.enterprise.as_ref()?;
+        let ip = self.config.client_ip.client_ip(request)?;
+        enterprise.sends_client_ip().then_some(ip)
+    }
+
     fn check_justified(
         &self,
         request: &Request<'_>,
@@ -1009,7 +1030,8 @@ impl Run<'_> {
             return;
         }
         for allowed in self.allowed.iter().filter(|a| Rc::ptr_eq(&a.add, add)) {
-            let carriers = headers_for_key(&allowed.key, request, headers);
+            let carriers =
+                headers_for_key(&allowed.key, self.key_client(request), request, headers);
             if !carriers.is_empty() {
                 // Agent tokens (all that reaches the service in strict mode) never go upstream.
                 // A JWT read from a cookie stays in its cookie header, by design.

@@ -73,7 +73,8 @@ pub fn leak<T>(value: T) -> &'static T {
 pub fn enterprises() -> (&'static Enterprise, &'static Enterprise) {
     thread_local! {
         static CELL: (&'static Enterprise, &'static Enterprise) = {
-        let authgate = Config::parse(br#"{"enterprise": {"cluster": "authz", "authority": "authz"}}"#)
+        let authgate = Config::parse(br#"{"enterprise": {"cluster": "authz", "authority": "authz",
+                             "upstream_headers": ["x-tenant", "x-plan", "x-auth-email"]}}"#)
             .expect("authgate dialect")
             .enterprise
             .expect("enterprise");

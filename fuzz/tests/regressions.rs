@@ -12,10 +12,10 @@
 //! `allow_stale` with a cached allow, lets it through); the key's failures do not count toward
 //! the backoff as a bad key.
 
-use authgate::core::policy::backoff::MemoryStore;
 use authgate::core::config::Config;
 use authgate::core::engine::{decide, Context, Effects, State, Step};
 use authgate::core::metrics::Recorded;
+use authgate::core::policy::backoff::MemoryStore;
 use authgate::core::request::Request;
 
 const NOW_MS: u64 = 1_893_456_000_000;

@@ -169,3 +169,41 @@ impl fmt::Display for Reply {
         write!(f, "\n  body: {body}")
     }
 }
+
+/// One HTTP/1.1 request written byte for byte on a new connection (`target` unparsed, as a
+/// client may send it: `//a/./b`, `/%61`; headers raw, each ending in CRLF); the status and body.
+/// For what a URL library would normalise or refuse before sending.
+pub fn raw_request(port: u16, request_line: &str, extra_headers: &[u8]) -> (u16, String) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut request = format!("{request_line} HTTP/1.1\r\nconnection: close\r\n").into_bytes();
+    if !extra_headers
+        .windows(5)
+        .any(|w| w.eq_ignore_ascii_case(b"host:"))
+    {
+        request.extend_from_slice(b"host: gw.test\r\n");
+    }
+    request.extend_from_slice(extra_headers);
+    request.extend_from_slice(b"\r\n");
+    stream
+        .write_all(&request)
+        .unwrap_or_else(|e| panic!("write request: {e}"));
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    let _ = reader.read_line(&mut status_line);
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    let text = String::from_utf8_lossy(&rest);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}

@@ -37,6 +37,8 @@ pub struct EnvoyConfig {
     pub concurrency: u32,
     /// Add authgate's `body_hold` companion right after it (same module, `{"role":"body_hold"}`).
     pub hold_companion: bool,
+    /// The companion placed before authgate (a misconfiguration the gate must survive).
+    pub companion_first: bool,
     pub wasm: PathBuf,
     pub envoy_bin: PathBuf,
     pub ready_timeout: Duration,
@@ -51,6 +53,7 @@ impl EnvoyConfig {
             clusters: Vec::new(),
             concurrency: 1,
             hold_companion: false,
+            companion_first: false,
             wasm: wasm_path(),
             envoy_bin: envoy_bin(),
             ready_timeout: Duration::from_secs(20),
@@ -75,6 +78,13 @@ impl EnvoyConfig {
 
     pub fn hold_companion(mut self) -> EnvoyConfig {
         self.hold_companion = true;
+        self
+    }
+
+    /// The companion in the wrong place: before authgate.
+    pub fn companion_first(mut self) -> EnvoyConfig {
+        self.hold_companion = true;
+        self.companion_first = true;
         self
     }
 
@@ -116,7 +126,12 @@ impl EnvoyConfig {
     pub fn bootstrap(&self) -> Value {
         let mut filters = vec![self.wasm_filter("authgate", &self.plugin_config)];
         if self.hold_companion {
-            filters.push(self.wasm_filter("authgate-hold", r#"{"role": "body_hold"}"#));
+            let companion = self.wasm_filter("authgate-hold", r#"{"role": "body_hold"}"#);
+            if self.companion_first {
+                filters.insert(0, companion);
+            } else {
+                filters.push(companion);
+            }
         }
         filters.push(json!({
             "name": "envoy.filters.http.router",
@@ -146,7 +161,12 @@ impl EnvoyConfig {
                             "stat_prefix": "ingress",
                             "route_config": {"name": "local", "virtual_hosts": [{
                                 "name": "all", "domains": ["*"],
-                                "routes": [{"match": {"prefix": "/"},
+                                // As in the shipped configurations: the path authgate gives a
+                                // request marked for the companion has no upstream.
+                                "routes": [{"match": {"path": "/.authgate/held"},
+                                            "direct_response": {"status": 503, "body": {
+                                                "inline_string": "held request reached the router\n"}}},
+                                           {"match": {"prefix": "/"},
                                             "route": {"cluster": "upstream", "timeout": "15s"}}]
                             }]},
                             "http_filters": filters

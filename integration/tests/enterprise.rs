@@ -25,6 +25,7 @@ fn plugin(enterprise: Value) -> Value {
 fn enterprise(extra: Value) -> Value {
     let mut base = json!({"cluster": "authz", "authority": "authz.internal",
                           "path": "/api/authorize", "timeout_ms": 1000,
+                          "upstream_headers": ["x-tenant", "x-plan"],
                           "cache": {"allow_ttl_s": 60, "deny_ttl_s": 1}});
     if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
         base.extend(extra.clone());
@@ -193,7 +194,10 @@ fn denies_are_cached_for_deny_ttl_then_asked_again() {
     let stub = AuthzStub::start(AuthzMode::Json(
         json!({"authorized": false, "reason": "no seat left for this team"}),
     ));
-    let gw = gateway(&plugin(enterprise(json!({}))), stub.port());
+    let gw = gateway(
+        &plugin(enterprise(json!({"expose_reason": true}))),
+        stub.port(),
+    );
     let carol = token("carol");
     let mut checks = Checks::new();
     for round in 0..3 {
@@ -228,6 +232,90 @@ fn denies_are_cached_for_deny_ttl_then_asked_again() {
     );
     assert_eq!(gw.envoy.stat("authgate.authz_denied"), 1);
     checks.finish();
+}
+
+#[test]
+fn a_deny_reason_reaches_the_client_only_when_exposed() {
+    let stub = AuthzStub::start(AuthzMode::Json(
+        json!({"authorized": false, "reason": "member of group ma-layoffs-2026"}),
+    ));
+    let gw = gateway(&plugin(enterprise(json!({}))), stub.port());
+    let reply = get(&gw, "/v1/chat", &token("carol"));
+    let body = error_reply(&reply, 403, "forbidden").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        body["message"], "denied by the authorization service",
+        "{body}"
+    );
+    assert!(!reply.body.contains("layoffs"), "{reply}");
+}
+
+/// `failure_mode: allow` admits on no answer, timeout and 5xx only (issue 15 item 6): an answer
+/// about this request (a 4xx) is a deny, and 429 is pushback, never a reason to admit.
+#[test]
+fn failure_mode_allow_admits_only_outages() {
+    let stub = AuthzStub::start(AuthzMode::Status(500));
+    let gw = gateway(
+        &plugin(enterprise(json!({"failure_mode": "allow"}))),
+        stub.port(),
+    );
+    let mut checks = Checks::new();
+    for (i, (status, outcome)) in [
+        (500, "allow"),
+        (503, "allow"),
+        (408, "allow"),
+        (400, "forbidden"),
+        (401, "forbidden"),
+        (404, "forbidden"),
+        (413, "forbidden"),
+        (302, "forbidden"),
+        (429, "unavailable"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        stub.set_mode(AuthzMode::Status(status));
+        let reply = get(&gw, "/v1/chat", &token(&format!("user{i}")));
+        let check = match outcome {
+            "allow" => expect::allowed(&reply).and_then(|()| {
+                expect::upstream_header(&reply, "x-auth-authz", Some("failure-mode-allow"))
+            }),
+            "forbidden" => error_reply(&reply, 403, "forbidden").map(|_| ()),
+            _ => unavailable(&reply, 503),
+        };
+        checks.check(&format!("service answers {status}: {outcome}"), check);
+    }
+    // A refusal is not cached: the next request asks again.
+    stub.set_mode(AuthzMode::Status(400));
+    let before = stub.request_count();
+    get(&gw, "/v1/chat", &token("user3"));
+    checks.check(
+        "a refusal is asked again",
+        (stub.request_count() == before + 1)
+            .then_some(())
+            .ok_or(format!("{} calls", stub.request_count() - before)),
+    );
+    assert_eq!(gw.envoy.stat("authgate.failure_mode_allowed"), 3);
+    checks.finish();
+}
+
+/// `allow_stale` serves an expired allow only `max_stale_s` past its expiry (issue 15 item 7).
+#[test]
+fn allow_stale_is_bounded_by_max_stale_s() {
+    let stub = AuthzStub::start(allow_with_tenant());
+    let stale = plugin(enterprise(json!({"failure_mode": "allow_stale",
+        "cache": {"allow_ttl_s": 1, "deny_ttl_s": 1, "max_stale_s": 1}})));
+    let gw = gateway(&stale, stub.port());
+    let frank = token("frank");
+    expect::allowed(&get(&gw, "/v1/chat", &frank)).unwrap_or_else(|e| panic!("{e}"));
+    stub.set_mode(AuthzMode::Status(503));
+    std::thread::sleep(Duration::from_millis(1_200));
+    let reply = get(&gw, "/v1/chat", &frank);
+    expect::allowed(&reply)
+        .and_then(|()| expect::upstream_header(&reply, "x-auth-authz", Some("stale")))
+        .unwrap_or_else(|e| panic!("within max_stale_s: {e}"));
+    std::thread::sleep(Duration::from_millis(1_000));
+    let reply = get(&gw, "/v1/chat", &frank);
+    unavailable(&reply, 503).unwrap_or_else(|e| panic!("past max_stale_s: {e}"));
 }
 
 #[test]

@@ -4,41 +4,14 @@
 //! itself; a credential that is not UTF-8 is an invalid credential, any other such header is
 //! passed through untouched.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
+use authgate_integration::client::raw_request;
 use authgate_integration::expect;
 use authgate_integration::plugin::{corp_claims, corp_config, local_provider};
 use authgate_integration::{jwks, FixtureKey, Gateway, Req, TokenBuilder};
 
-/// One HTTP/1.1 request written byte for byte on a new connection; the status and body.
+/// `GET path` written byte for byte.
 fn raw_get(port: u16, path: &str, extra_headers: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to envoy");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    let mut request =
-        format!("GET {path} HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n").into_bytes();
-    request.extend_from_slice(extra_headers);
-    request.extend_from_slice(b"\r\n");
-    stream.write_all(&request).expect("write request");
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).expect("status line");
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let mut rest = Vec::new();
-    let _ = reader.read_to_end(&mut rest);
-    let text = String::from_utf8_lossy(&rest);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    raw_request(port, &format!("GET {path}"), extra_headers)
 }
 
 #[test]

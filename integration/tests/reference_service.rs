@@ -32,6 +32,8 @@ fn plugin() -> Value {
         "rules": [{"match": {"prefix": "/v1/"}, "requires_any": ["jwt:corp", "opaque_token"],
                    "enterprise": true}],
         "enterprise": {"cluster": "authz", "authority": "authz.internal", "timeout_ms": 2000,
+                       "upstream_headers": ["x-auth-email", "x-auth-authz-subject"],
+                       "expose_reason": true,
                        "cache": {"allow_ttl_s": 1, "deny_ttl_s": 1}},
         "session": {"reauth_url": "https://sso.example.com/fallback"}
     })

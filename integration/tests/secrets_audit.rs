@@ -46,6 +46,7 @@ fn plugin() -> Value {
                   {"match": {"prefix": "/keys/"}, "requires_any": ["api_key"]},
                   rule("/v1/", "openai"), rule("/api/", "api")],
         "enterprise": {"cluster": "authz", "authority": "authz.internal", "timeout_ms": 2000,
+                       "upstream_headers": ["x-auth-email", "x-auth-authz-subject"],
                        "cache": {"allow_ttl_s": 1, "deny_ttl_s": 1}},
         "failed_auth_backoff": {"after_failures": 3, "base_s": 5, "max_s": 10},
         "client_ip": {"from": "x-forwarded-for"},
@@ -550,7 +551,14 @@ fn no_secret_reaches_the_log_the_authz_service_or_any_reply() {
         good_client,
     );
     w.expect("valid RS256 JWT at the end", expect::allowed(&r));
-    let r = w.get("agent-last", "/api/a", Cred::Bearer(&agent), good_client);
+    // From a fresh address: failures of the good client above count until max_s (a success
+    // lowers nothing).
+    let r = w.get(
+        "agent-last",
+        "/api/a",
+        Cred::Bearer(&agent),
+        "198.51.100.99",
+    );
     w.expect("agent token at the end", expect::allowed(&r));
 
     let Workload {

@@ -29,6 +29,7 @@ fn plugin() -> Value {
         "rules": [rule("/anthropic/", "anthropic"), rule("/v1/", "openai"),
                   rule("/api/", "api"), rule("/app/", "browser")],
         "enterprise": {"cluster": "authz", "authority": "authz.internal", "timeout_ms": 2000,
+                       "upstream_headers": ["x-auth-email", "x-auth-authz-subject"],
                        "cache": {"allow_ttl_s": 1, "deny_ttl_s": 1}},
         "session": {"reauth_url": FALLBACK_URL, "hold_companion": true,
                     "message": "Your session has expired. Open {reauth_url} to sign in again, then retry."}

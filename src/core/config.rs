@@ -9,9 +9,10 @@ use crate::core::credentials::OpaqueTokens;
 use crate::core::jwt::provider::{compile_provider, Provider};
 use crate::core::policy::backoff::Backoff;
 use crate::core::policy::client_ip::ClientIpSource;
+use crate::core::policy::paths::Paths;
 use crate::core::policy::rules::{compile_rule, Credentials, Rule};
 use crate::core::replies::session::{compile_session, Session};
-use crate::core::syntax::is_header_name;
+use crate::core::syntax::{folded_header_name, is_header_name};
 
 pub use crate::core::config_error::ConfigError;
 
@@ -30,6 +31,7 @@ pub(crate) mod raw {
     use crate::core::jwt::provider::raw::Provider;
     use crate::core::policy::backoff::raw::FailedAuthBackoff;
     use crate::core::policy::client_ip::raw::ClientIp;
+    use crate::core::policy::paths::raw::Paths;
     use crate::core::policy::rules::raw::Rule;
     use crate::core::replies::session::raw::Session;
 
@@ -52,6 +54,7 @@ pub(crate) mod raw {
         pub failed_auth_backoff: Option<FailedAuthBackoff>,
         pub client_ip: Option<ClientIp>,
         pub enterprise: Option<Enterprise>,
+        pub paths: Option<Paths>,
     }
 
     #[derive(Deserialize, Default)]
@@ -78,6 +81,10 @@ pub struct Config {
     pub session: Session,
     /// Every configured claim header (lowercase): removed from incoming requests.
     pub claim_header_names: Vec<String>,
+    /// Every name besides the identity prefix that authgate or the service may set upstream
+    /// (claim headers, `enterprise.upstream_headers`, the hold mark), with `_` as `-`.
+    reserved_header_names: Vec<String>,
+    folded_identity_prefix: String,
     /// Every header a credential may arrive in: removed from a request handed to the
     /// `body_hold` companion, so not even a misplaced companion lets one through.
     pub credential_header_names: Vec<String>,
@@ -86,6 +93,8 @@ pub struct Config {
     pub backoff: Option<Backoff>,
     pub client_ip: ClientIpSource,
     pub enterprise: Option<Enterprise>,
+    /// How request paths are normalised before rules see them.
+    pub paths: Paths,
 }
 
 /// What a plugin instance is: the gate itself, or the companion that holds requests the gate
@@ -99,6 +108,11 @@ pub enum Plugin {
 /// The request header the gate adds to a request whose reply waits for its body; the companion
 /// holds such requests. The gate removes it from every request it passes, so no client can set it.
 pub const HOLD_HEADER: &str = "x-authgate-hold";
+
+/// The `:path` of a request marked for the companion: the shipped Envoy configurations answer it
+/// 503 with a direct response, so a marked request that got past a missing or misplaced
+/// companion reaches no upstream.
+pub const HELD_PATH: &str = "/.authgate/held";
 
 impl Plugin {
     /// `{"role": "body_hold"}` is the companion; anything else is the gate's configuration.
@@ -122,6 +136,14 @@ impl Plugin {
 }
 
 impl Config {
+    /// Whether a client's header is one authgate or the service may set upstream (under any
+    /// spelling an upstream reads the same: case, `_` for `-`). Such a header never passes.
+    pub fn is_reserved_header(&self, name: &str) -> bool {
+        let folded = folded_header_name(name);
+        folded.starts_with(self.folded_identity_prefix.as_str())
+            || self.reserved_header_names.contains(&folded)
+    }
+
     /// Whether decisions need the client's address (the shell then reads it per request).
     pub fn needs_client_ip(&self) -> bool {
         self.backoff.is_some() || self.enterprise.is_some()
@@ -223,6 +245,26 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         .collect();
     claim_header_names.sort();
     claim_header_names.dedup();
+    let folded_prefix = folded_header_name(&identity_prefix);
+    for provider in &providers {
+        let name = &provider.name;
+        for (i, (_, header)) in provider.claim_to_headers.iter().enumerate() {
+            if folded_header_name(header).starts_with(&folded_prefix) || header == HOLD_HEADER {
+                return Err(ConfigError::new(
+                    format!("jwt_providers.{name}.claim_to_headers[{i}].header"),
+                    format!("{header:?} is authgate's own (identity prefix {identity_prefix:?})"),
+                ));
+            }
+        }
+    }
+    let mut reserved_header_names: Vec<String> = claim_header_names
+        .iter()
+        .chain(enterprise.iter().flat_map(|e| e.upstream_headers.iter()))
+        .map(|name| folded_header_name(name))
+        .chain([HOLD_HEADER.to_string()])
+        .collect();
+    reserved_header_names.sort();
+    reserved_header_names.dedup();
     let mut credential_header_names: Vec<String> = ["authorization", "x-api-key"]
         .iter()
         .map(|h| h.to_string())
@@ -242,6 +284,7 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
     credential_header_names.sort();
     credential_header_names.dedup();
     Ok(Config {
+        folded_identity_prefix: folded_prefix,
         providers,
         rules,
         credential_header_names,
@@ -250,11 +293,13 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         identity_prefix,
         session,
         claim_header_names,
+        reserved_header_names,
         api_keys,
         opaque_tokens,
         backoff: raw.failed_auth_backoff.map(Backoff::compile).transpose()?,
         client_ip: ClientIpSource::compile(raw.client_ip)?,
         enterprise,
+        paths: Paths::compile(raw.paths),
     })
 }
 
@@ -275,5 +320,92 @@ mod tests {
         let json = block.join("\n");
         let config = Config::parse(json.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{json}"));
         assert!(config.enterprise.is_some() && config.api_keys.is_some());
+    }
+
+    fn error_path(json: serde_json::Value) -> String {
+        match Config::parse(json.to_string().as_bytes()) {
+            Ok(_) => "loaded".to_string(),
+            Err(error) => error.path,
+        }
+    }
+
+    fn with(claim_header: &str, upstream_headers: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "jwt_providers": {"corp": {"issuer": "https://idp.test",
+                "local_jwks": {"keys": [{"kty": "EC", "crv": "P-256", "kid": "k",
+                    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]},
+                "claim_to_headers": [{"claim": "tenant", "header": claim_header}]}},
+            "rules": [],
+            "enterprise": {"cluster": "authz", "authority": "authz.internal",
+                           "upstream_headers": upstream_headers}
+        })
+    }
+
+    /// Names that would let a client's header pass as authgate's, or that belong to Envoy, are
+    /// configuration errors naming the field.
+    #[test]
+    fn header_names_that_would_open_a_seam_are_refused() {
+        let ok = serde_json::json!(["x-tenant-id", "x-auth-email"]);
+        assert_eq!(error_path(with("x-tenant", ok.clone())), "loaded");
+        let claim = "jwt_providers.corp.claim_to_headers[0].header";
+        for bad in [
+            "host",
+            "Cookie",
+            "content-length",
+            "te",
+            ":path",
+            "x-auth-tenant",
+            "X_Auth_Tenant",
+            "x-authgate-hold",
+        ] {
+            assert_eq!(error_path(with(bad, ok.clone())), claim, "{bad}");
+        }
+        for (names, at) in [
+            (
+                serde_json::json!(["x_tenant"]),
+                "enterprise.upstream_headers[0]",
+            ),
+            (
+                serde_json::json!(["x-ok", "transfer-encoding"]),
+                "enterprise.upstream_headers[1]",
+            ),
+            (
+                serde_json::json!(["authorization"]),
+                "enterprise.upstream_headers[0]",
+            ),
+            (
+                serde_json::json!([":authority"]),
+                "enterprise.upstream_headers[0]",
+            ),
+        ] {
+            assert_eq!(error_path(with("x-tenant", names.clone())), at, "{names}");
+        }
+    }
+
+    #[test]
+    fn reserved_headers_are_recognised_in_any_spelling() {
+        let config = Config::parse(
+            with("x-tenant", serde_json::json!(["x-authz-subject"]))
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for name in [
+            "x-auth-email",
+            "x_auth_email",
+            "X_AUTH_ROLES",
+            "x-tenant",
+            "x_tenant",
+            "x-authz-subject",
+            "x_authz_subject",
+            "x-authgate-hold",
+            "x_authgate_hold",
+        ] {
+            assert!(config.is_reserved_header(name), "{name}");
+        }
+        for name in ["x-author", "x-tenants", "authorization", "x-authz"] {
+            assert!(!config.is_reserved_header(name), "{name}");
+        }
     }
 }

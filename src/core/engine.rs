@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::core::authz::decision_cache::{self, Decided, DecisionCache, DecisionKey, Lookup};
 use crate::core::authz::{Answer, AuthzError, CallInput, FailureMode};
-use crate::core::config::{Config, HOLD_HEADER};
+use crate::core::config::Config;
 use crate::core::credentials::api_keys::ApiKeyError;
 use crate::core::credentials::{self, Candidate, Kind};
 use crate::core::identity::Identity;
@@ -16,8 +16,11 @@ use crate::core::jwt::keystate::ProviderKeys;
 use crate::core::jwt::token_cache::{TokenCache, TokenHash, DEFAULT_CAPACITY};
 use crate::core::jwt::JwtError;
 use crate::core::metrics::{Metric, MetricSink};
-use crate::core::policy::backoff::{ClientSlot, SharedStore, Standing};
+use crate::core::policy::backoff::{
+    deployment_secret, ClientSlot, SharedStore, Standing, UNKNOWN_CLIENT,
+};
 use crate::core::policy::client_ip;
+use crate::core::policy::paths::{self, Unnormalised};
 use crate::core::policy::rules::{rule_matches, Rule};
 use crate::core::policy::{self, PolicyDenial};
 use crate::core::replies::llm::LlmReply;
@@ -33,6 +36,8 @@ pub enum Step {
     Continue {
         remove: Vec<String>,
         add: Rc<Vec<(String, String)>>,
+        /// The `:path` to send upstream, when it is not the client's (normalised).
+        path: Option<String>,
     },
     /// Answer the request with this reply.
     Respond(Reply),
@@ -65,10 +70,12 @@ pub struct Pending {
     pub hints: Hints,
     /// The credential's fingerprint, for the log.
     pub credential: String,
-    /// For an agent token: the client's backoff record and whether it holds failures. Only the
-    /// service knows whether the token is real, so its deny counts as a failed attempt (guessing
-    /// agent tokens must back off like guessing keys) and its allow as a success.
-    pub backoff_client: Option<(ClientSlot, bool)>,
+    /// For an agent token: the client's backoff record. Only the service knows whether the
+    /// token is real, so its deny counts as a failed attempt (guessing agent tokens must back
+    /// off like guessing keys).
+    pub backoff_client: Option<ClientSlot>,
+    /// The normalised `:path` to send upstream, when it differs from the client's.
+    pub upstream_path: Option<String>,
 }
 
 /// What the service's answer (or its absence) came to, shared by every request that waited.
@@ -93,6 +100,9 @@ pub struct State {
     pub keys: Vec<ProviderKeys>,
     pub tokens: TokenCache,
     pub decisions: DecisionCache,
+    /// Offered as the deployment's backoff secret if no VM has stored one yet (the shell fills
+    /// it from the OS random source).
+    pub backoff_secret_candidate: [u8; 32],
 }
 
 impl State {
@@ -111,6 +121,7 @@ impl State {
                 .collect(),
             tokens: TokenCache::new(DEFAULT_CAPACITY, seed),
             decisions: DecisionCache::new(config.enterprise.as_ref().map_or(1, |e| e.max_entries)),
+            backoff_secret_candidate: [0; 32],
         }
     }
 }
@@ -149,9 +160,17 @@ pub fn decide(
     ctx: Context,
     effects: Effects<'_>,
 ) -> Decision {
-    let path = request.path();
     let request_id = request.request_id();
     let metrics = effects.metrics;
+    if let Err(reply) = normalise_path(config, request) {
+        metrics.increment(Metric::Denied);
+        metrics.increment(Metric::DeniedBadRequest);
+        return respond(
+            reply,
+            format!("deny bad_request {:?}", request.raw_path().unwrap_or("")),
+        );
+    }
+    let path = request.path();
     if config.health_path.as_deref() == Some(path) {
         return respond(replies::health(), "health check".to_string());
     }
@@ -207,6 +226,33 @@ pub fn decide(
     run.decide(rule, &candidates)
 }
 
+/// Normalises the request's path for the rules (and, when it changes, for the upstream), or
+/// says why the request is refused: no `:path`, a path that cannot be judged, or one not in
+/// normalised form under `paths.unnormalised: "refuse"`.
+fn normalise_path(config: &Config, request: &Request<'_>) -> Result<(), Reply> {
+    let request_id = request.request_id();
+    let Some(raw) = request.raw_path() else {
+        return Err(replies::bad_request("the request has no path", request_id));
+    };
+    let normalised = paths::normalise(raw, config.paths)
+        .map_err(|error| replies::bad_request(error.describe(), request_id))?;
+    if normalised.forwarded != raw {
+        if config.paths.unnormalised == Unnormalised::Refuse {
+            return Err(replies::bad_request(
+                "the request path is not in normalised form",
+                request_id,
+            ));
+        }
+        let upstream = match request.query() {
+            Some(query) => format!("{}?{query}", normalised.forwarded),
+            None => normalised.forwarded,
+        };
+        request.set_upstream_path(upstream);
+    }
+    request.set_normalised_path(normalised.matched);
+    Ok(())
+}
+
 /// One request's checks, with what they need at hand.
 struct Run<'r, 'q> {
     config: &'r Config,
@@ -224,7 +270,8 @@ struct Run<'r, 'q> {
 struct Gate {
     consulted: bool,
     client: Option<(ClientSlot, String)>,
-    failures: u32,
+    /// For the log: the block a failure on this request started.
+    block_note: String,
 }
 
 /// What checking one credential came to.
@@ -300,6 +347,9 @@ impl Run<'_, '_> {
                 Outcome::Wait(decision) => return decision,
                 Outcome::Blocked { retry_after_s } => return self.rate_limited(retry_after_s),
                 Outcome::Invalid(failure) => {
+                    // Each failed credential counts, even if another on the request passes: a
+                    // valid token must not carry guesses at keys along with it.
+                    self.record_failure(&failure);
                     if let Failure::ApiKey(
                         ApiKeyError::Inactive { .. } | ApiKeyError::Expired { .. },
                     ) = &failure
@@ -435,25 +485,22 @@ impl Run<'_, '_> {
             return None;
         }
         self.gate.consulted = true;
-        let ip = self.config.client_ip.client_ip(self.request)?;
-        let key = client_ip::backoff_key(ip);
-        let slot = backoff.locate(&key);
+        // An address that cannot be read shares one bucket: never a way around the backoff.
+        let key = self
+            .config
+            .client_ip
+            .client_ip(self.request)
+            .map_or_else(|| UNKNOWN_CLIENT.to_string(), client_ip::backoff_key);
+        let secret = deployment_secret(self.shared, &self.state.backoff_secret_candidate);
+        let slot = backoff.locate(&secret, &key);
         self.gate.client = Some((slot, key));
         match backoff.standing(&*self.shared, slot, self.ctx.now_ms) {
             Standing::Blocked { retry_after_s } => Some(retry_after_s),
-            Standing::Clear { failures } => {
-                self.gate.failures = failures;
-                None
-            }
+            Standing::Clear { .. } => None,
         }
     }
 
     fn allow(&mut self, rule: &Rule, valid: Valid<'_>) -> Decision {
-        if self.gate.failures > 0 && valid.kind != Kind::OpaqueToken {
-            if let (Some(backoff), Some((slot, _))) = (&self.config.backoff, &self.gate.client) {
-                backoff.record_success(self.shared, *slot);
-            }
-        }
         // An agent token has no scopes or roles here: the service judges it entirely.
         if valid.kind != Kind::OpaqueToken {
             if let Err(denial) = policy::check(rule, &valid.identity) {
@@ -484,31 +531,37 @@ impl Run<'_, '_> {
             .identity
             .credential_sha256
             .unwrap_or_else(|| token_hash(valid.secret));
-        let key = decision_cache::key(&hash, request.method(), request.authority(), request.path());
+        let client_ip = self.config.client_ip.client_ip(request);
+        let key = decision_cache::key(
+            &hash,
+            request.method(),
+            request.authority(),
+            request.path(),
+            client_ip.filter(|_| enterprise.sends_client_ip()),
+        );
         let remove = removals(self.config, request, valid.strip_header.as_deref());
         let lookup = self.state.decisions.get(&key, self.ctx.now_ms);
         // The warm path: a cached allow needs nothing else built.
         if let Lookup::Fresh(Decided::Allow { add, names }) = &lookup {
-            if self.gate.failures == 0 {
-                self.metrics.increment(Metric::AuthzCacheHit);
-                count_allowed(self.metrics, valid.kind);
-                // The service's headers replace what the client sent under those names;
-                // names the request does not carry need no removal (a host call each).
-                let mut remove = remove;
-                for name in names.iter() {
-                    if !remove.contains(name) && request.header(name).is_some() {
-                        remove.push(name.clone());
-                    }
+            self.metrics.increment(Metric::AuthzCacheHit);
+            count_allowed(self.metrics, valid.kind);
+            // The service's headers replace what the client sent under those names;
+            // names the request does not carry need no removal (a host call each).
+            let mut remove = remove;
+            for name in names.iter() {
+                if !remove.contains(name) && request.header(name).is_some() {
+                    remove.push(name.clone());
                 }
-                let log = self.note(|| format!("allow authz (cached) {}", valid.log));
-                return Decision {
-                    step: Step::Continue {
-                        remove,
-                        add: Rc::clone(add),
-                    },
-                    log,
-                };
             }
+            let log = self.note(|| format!("allow authz (cached) {}", valid.log));
+            return Decision {
+                step: Step::Continue {
+                    remove,
+                    add: Rc::clone(add),
+                    path: request.upstream_path().map(str::to_string),
+                },
+                log,
+            };
         }
         let pending = Pending {
             kind: valid.kind,
@@ -523,13 +576,10 @@ impl Run<'_, '_> {
                 .unwrap_or(&valid.log)
                 .to_string(),
             backoff_client: match valid.kind {
-                Kind::OpaqueToken => self
-                    .gate
-                    .client
-                    .as_ref()
-                    .map(|(slot, _)| (*slot, self.gate.failures > 0)),
+                Kind::OpaqueToken => self.gate.client.as_ref().map(|(slot, _)| *slot),
                 _ => None,
             },
+            upstream_path: request.upstream_path().map(str::to_string),
         };
         if let Lookup::Fresh(decided) = lookup {
             self.metrics.increment(Metric::AuthzCacheHit);
@@ -545,7 +595,7 @@ impl Run<'_, '_> {
             kind: valid.kind,
             identity: Some(&valid.identity),
             credential_sha256: &hash,
-            client_ip: self.config.client_ip.client_ip(request),
+            client_ip,
             method: request.method(),
             host: request.authority(),
             path: request.path(),
@@ -596,15 +646,23 @@ impl Run<'_, '_> {
         count_denied(self.metrics, kind);
     }
 
-    fn deny(&mut self, rule: &Rule, failure: Failure, kind: Kind, secret: &str) -> Decision {
-        let mut block_note = String::new();
-        if failure.counts_as_failed_auth() {
-            if let (Some(backoff), Some((slot, key))) = (&self.config.backoff, &self.gate.client) {
-                if let Some(block_s) = backoff.record_failure(self.shared, *slot, self.ctx.now_ms) {
-                    block_note = format!(" client={key} blocked_for={block_s}s");
-                }
+    /// Counts a failed credential toward the client's backoff (if it looks like guessing).
+    fn record_failure(&mut self, failure: &Failure) {
+        if !failure.counts_as_failed_auth() || self.config.backoff.is_none() {
+            return;
+        }
+        // A credential judged from the token cache did not look the client up yet (a client
+        // already blocked is counted again: the block only grows).
+        let _ = self.blocked_for();
+        if let (Some(backoff), Some((slot, key))) = (&self.config.backoff, &self.gate.client) {
+            if let Some(block_s) = backoff.record_failure(self.shared, *slot, self.ctx.now_ms) {
+                self.gate.block_note = format!(" client={key} blocked_for={block_s}s");
             }
         }
+    }
+
+    fn deny(&mut self, rule: &Rule, failure: Failure, kind: Kind, secret: &str) -> Decision {
+        let block_note = std::mem::take(&mut self.gate.block_note);
         let fp = self.note(|| fingerprint(&token_hash(secret)));
         let credential = format!("{}={fp}", kind.name());
         let request_id = self.request.request_id();
@@ -721,7 +779,14 @@ pub fn complete_authz(
     };
     metrics.increment(Metric::AuthzOk);
     let (decided, ttl_s) = match answer {
-        Answer::Allow { headers, ttl_s } => {
+        Answer::Allow {
+            headers,
+            ttl_s,
+            dropped_headers,
+        } => {
+            for _ in 0..dropped_headers {
+                metrics.increment(Metric::AuthzHeaderDropped);
+            }
             let names: Vec<String> = headers.iter().map(|(n, _)| n.clone()).collect();
             let mut add: Vec<(String, String)> = leader
                 .identity_headers
@@ -782,21 +847,31 @@ pub fn fail_authz(
     if error == AuthzError::Timeout {
         metrics.increment(Metric::AuthzTimeout);
     }
-    let stale_allowed = config
-        .enterprise
-        .as_ref()
-        .is_some_and(|e| e.failure_mode == FailureMode::AllowStale);
-    let stale = match state.decisions.get(key, now_ms) {
-        Lookup::Fresh(decided @ Decided::Allow { .. })
-        | Lookup::Stale(decided @ Decided::Allow { .. })
-            if stale_allowed =>
+    // An allow may stand in for the service only while it is down, and only `max_stale_s` past
+    // its expiry; a service that refused to decide this request is not down.
+    let max_stale_ms = match &config.enterprise {
+        Some(e)
+            if e.failure_mode == FailureMode::AllowStale
+                && !matches!(error, AuthzError::Refused(_)) =>
         {
-            Some(decided)
+            e.max_stale_s.saturating_mul(1000)
         }
+        _ => return Resolution::Failed { error, stale: None },
+    };
+    let stale = match state.decisions.get(key, now_ms) {
+        Lookup::Fresh(decided @ Decided::Allow { .. }) => Some(decided),
+        Lookup::Stale {
+            decided: decided @ Decided::Allow { .. },
+            stale_ms,
+        } if stale_ms <= max_stale_ms => Some(decided),
         _ => None,
     };
     Resolution::Failed { error, stale }
 }
+
+/// What a client is told of a deny unless `enterprise.expose_reason` (a service's reason may
+/// name policy or people).
+const GENERIC_DENY: &str = "denied by the authorization service";
 
 /// What one waiting request gets from a resolution.
 pub fn resolve(
@@ -816,7 +891,11 @@ pub fn resolve(
                 remove.push(name.clone());
             }
         }
-        Step::Continue { remove, add }
+        Step::Continue {
+            remove,
+            add,
+            path: pending.upstream_path.clone(),
+        }
     };
     let marked = |base: &[(String, String)], names: &[String], mark: &str| {
         let mut add = base.to_vec();
@@ -825,10 +904,6 @@ pub fn resolve(
     };
     match resolution {
         Resolution::Decided(Decided::Allow { add, names }) => {
-            if let (Some(backoff), Some((client, true))) = (&config.backoff, pending.backoff_client)
-            {
-                backoff.record_success(effects.shared, client);
-            }
             count_allowed(metrics, pending.kind);
             Decision {
                 step: continue_with(Rc::clone(add), names),
@@ -836,11 +911,13 @@ pub fn resolve(
             }
         }
         Resolution::Decided(Decided::Deny { reason }) => {
-            if let (Some(backoff), Some((client, _))) = (&config.backoff, pending.backoff_client) {
+            if let (Some(backoff), Some(client)) = (&config.backoff, pending.backoff_client) {
                 backoff.record_failure(effects.shared, client, now_ms);
             }
             count_denied(metrics, pending.kind);
             metrics.increment(Metric::DeniedForbidden);
+            let exposed = config.enterprise.as_ref().is_some_and(|e| e.expose_reason);
+            let reason = if exposed { reason } else { GENERIC_DENY };
             respond(
                 replies::forbidden(reason, request_id),
                 format!("deny authz_denied {credential}"),
@@ -869,10 +946,20 @@ pub fn resolve(
                 .as_ref()
                 .map_or(FailureMode::Deny, |e| e.failure_mode);
             let why = error.describe();
+            if let AuthzError::Refused(_) = error {
+                count_denied(metrics, pending.kind);
+                metrics.increment(Metric::DeniedForbidden);
+                return respond(
+                    replies::forbidden(GENERIC_DENY, request_id),
+                    format!("deny authz_refused (authz {why}) {credential}"),
+                );
+            }
             match (mode, stale) {
                 // Only the service can tell a real agent token from a made-up string: while it
                 // cannot answer, `allow` would let any string in. Agent tokens are denied.
-                (FailureMode::Allow, _) if pending.kind != Kind::OpaqueToken => {
+                (FailureMode::Allow, _)
+                    if pending.kind != Kind::OpaqueToken && error.is_outage() =>
+                {
                     metrics.increment(Metric::FailureModeAllowed);
                     count_allowed(metrics, pending.kind);
                     Decision {
@@ -953,12 +1040,14 @@ fn pass(
         step: Step::Continue {
             remove: removals(config, request, credential_header),
             add,
+            path: request.upstream_path().map(str::to_string),
         },
         log,
     }
 }
 
-/// Spoofed identity headers, claim headers, and (unless forwarded) the credential's header.
+/// Every name authgate or the service may set upstream, in any spelling the client used, and
+/// (unless forwarded) the credential's header.
 fn removals(
     config: &Config,
     request: &Request<'_>,
@@ -967,14 +1056,10 @@ fn removals(
     let mut remove: Vec<String> = request
         .headers()
         .map(|(name, _)| name)
-        .filter(|name| {
-            name.starts_with(config.identity_prefix.as_str())
-                || config.claim_header_names.iter().any(|h| h == name)
-                || Some(*name) == credential_header
-                || *name == HOLD_HEADER
-        })
+        .filter(|name| Some(*name) == credential_header || config.is_reserved_header(name))
         .map(str::to_string)
         .collect();
+    remove.sort();
     remove.dedup();
     remove
 }

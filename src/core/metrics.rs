@@ -10,6 +10,7 @@ pub enum Metric {
     DeniedForbidden,
     DeniedInsufficientScope,
     DeniedNoRule,
+    DeniedBadRequest,
     SessionExpired,
     JwksUnavailable,
     JwtCacheHit,
@@ -30,6 +31,7 @@ pub enum Metric {
     AuthzTimeout,
     AuthzCacheHit,
     AuthzCacheMiss,
+    AuthzHeaderDropped,
     FailureModeAllowed,
     DeniedAuthzUnavailable,
     SessionExpiredApi,
@@ -39,7 +41,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 33] = [
+    pub const ALL: [Metric; 35] = [
         Metric::Allowed,
         Metric::Denied,
         Metric::DeniedMissingCredential,
@@ -47,6 +49,7 @@ impl Metric {
         Metric::DeniedForbidden,
         Metric::DeniedInsufficientScope,
         Metric::DeniedNoRule,
+        Metric::DeniedBadRequest,
         Metric::SessionExpired,
         Metric::JwksUnavailable,
         Metric::JwtCacheHit,
@@ -67,6 +70,7 @@ impl Metric {
         Metric::AuthzTimeout,
         Metric::AuthzCacheHit,
         Metric::AuthzCacheMiss,
+        Metric::AuthzHeaderDropped,
         Metric::FailureModeAllowed,
         Metric::DeniedAuthzUnavailable,
         Metric::SessionExpiredApi,
@@ -84,6 +88,7 @@ impl Metric {
             Metric::DeniedForbidden => "authgate.denied.forbidden",
             Metric::DeniedInsufficientScope => "authgate.denied.insufficient_scope",
             Metric::DeniedNoRule => "authgate.denied.no_rule",
+            Metric::DeniedBadRequest => "authgate.denied.bad_request",
             Metric::SessionExpired => "authgate.session_expired",
             Metric::JwksUnavailable => "authgate.jwks_unavailable",
             Metric::JwtCacheHit => "authgate.jwt_cache_hit",
@@ -104,6 +109,7 @@ impl Metric {
             Metric::AuthzTimeout => "authgate.authz_timeout",
             Metric::AuthzCacheHit => "authgate.authz_cache_hit",
             Metric::AuthzCacheMiss => "authgate.authz_cache_miss",
+            Metric::AuthzHeaderDropped => "authgate.authz_header_dropped",
             Metric::FailureModeAllowed => "authgate.failure_mode_allowed",
             Metric::DeniedAuthzUnavailable => "authgate.denied.authorization_unavailable",
             Metric::SessionExpiredApi => "authgate.session_expired.api",

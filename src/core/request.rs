@@ -5,6 +5,10 @@ use std::cell::OnceCell;
 pub struct Request<'a> {
     headers: &'a [(&'a str, &'a str)],
     source: Source<'a>,
+    /// The path the rules judge, once normalised (`core::policy::paths`); the raw one until then.
+    normalised_path: OnceCell<String>,
+    /// The `:path` the request must go upstream with, when it differs from the client's.
+    upstream_path: OnceCell<String>,
 }
 
 /// The downstream address: given, or looked up from the host the first time it is needed (most
@@ -20,6 +24,8 @@ impl<'a> Request<'a> {
         Request {
             headers,
             source: Source::Unknown,
+            normalised_path: OnceCell::new(),
+            upstream_path: OnceCell::new(),
         }
     }
 
@@ -66,10 +72,46 @@ impl<'a> Request<'a> {
             .unwrap_or("")
     }
 
-    /// The path without its query string.
-    pub fn path(&self) -> &'a str {
-        let full = self.header(":path").unwrap_or("/");
-        full.split_once('?').map_or(full, |(path, _)| path)
+    /// The path without its query string: normalised once `set_normalised_path` was called.
+    pub fn path(&self) -> &str {
+        match self.normalised_path.get() {
+            Some(path) => path,
+            None => self.raw_path().unwrap_or("/"),
+        }
+    }
+
+    /// `:path` as the client sent it, without its query string; None when there is no `:path`.
+    pub fn raw_path(&self) -> Option<&'a str> {
+        let full = self.header(":path")?;
+        Some(full.split_once('?').map_or(full, |(path, _)| path))
+    }
+
+    /// The query string of `:path` (after `?`), if any.
+    pub fn query(&self) -> Option<&'a str> {
+        self.header(":path")?
+            .split_once('?')
+            .map(|(_, query)| query)
+    }
+
+    /// The path the rules judge from now on (set once per request).
+    pub fn set_normalised_path(&self, path: String) {
+        let _ = self.normalised_path.set(path);
+    }
+
+    /// The `:path` (query included) the request must be sent upstream with, if the core decided
+    /// it must differ from the client's.
+    pub fn upstream_path(&self) -> Option<&str> {
+        self.upstream_path.get().map(String::as_str)
+    }
+
+    pub fn set_upstream_path(&self, path: String) {
+        let _ = self.upstream_path.set(path);
+    }
+
+    /// The host the request is for: `:authority` without its port, in lower case, without
+    /// trailing dots (`API.Example.com.:443` is `api.example.com`).
+    pub fn host(&self) -> String {
+        crate::core::syntax::host_of(self.authority())
     }
 
     pub fn request_id(&self) -> Option<&'a str> {

@@ -8,6 +8,34 @@ pub(crate) fn is_header_name(name: &str) -> bool {
         })
 }
 
+/// Headers neither a claim mapping nor the authorization service may set upstream: routing,
+/// framing and credentials belong to Envoy and the client.
+pub(crate) const PROTECTED_HEADERS: [&str; 12] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "keep-alive",
+    "proxy-connection",
+    "authorization",
+    "cookie",
+    "expect",
+];
+
+/// Whether a header name may be set upstream by a claim mapping or the service.
+pub(crate) fn is_protected_header(name: &str) -> bool {
+    name.starts_with(':') || PROTECTED_HEADERS.contains(&name)
+}
+
+/// A header name as an upstream may read it: CGI, WSGI and Rack map `x_auth_email` and
+/// `x-auth-email` to the same variable, so reserved names are compared in this form.
+pub(crate) fn folded_header_name(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
 /// Splits `https://host[:port]/path?q` into (`host[:port]`, `/path?q`).
 pub(crate) fn split_uri(uri: &str) -> Option<(String, String)> {
     let rest = uri
@@ -21,4 +49,24 @@ pub(crate) fn split_uri(uri: &str) -> Option<(String, String)> {
         return None;
     }
     Some((authority.to_string(), path.to_string()))
+}
+
+/// The host of a `:authority` value: without its port, in lower case, without trailing dots
+/// (a fully qualified `admin.example.com.` is the same host as `admin.example.com`).
+pub(crate) fn host_of(authority: &str) -> String {
+    strip_port(authority)
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
+fn strip_port(authority: &str) -> &str {
+    if let Some(end) = authority.strip_prefix('[').and_then(|a| a.find(']')) {
+        return &authority[..end + 2];
+    }
+    match authority.rfind(':') {
+        Some(colon) if authority[colon + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+            &authority[..colon]
+        }
+        _ => authority,
+    }
 }

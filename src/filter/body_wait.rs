@@ -33,6 +33,12 @@ impl BodyWait {
         self.ready(id)
     }
 
+    /// The request's trailers came: the body received so far is all of it.
+    pub fn finish(&mut self, id: u32) -> Option<(LlmReply, BodyRead)> {
+        let size = self.seen.get(&id).map_or(0, |(size, _)| *size);
+        self.progress(id, size, true)
+    }
+
     /// A reply became due: it goes now if the body is in, else when it is.
     pub fn offer(&mut self, id: u32, reply: LlmReply) -> Option<(LlmReply, BodyRead)> {
         self.due.insert(id, reply);

@@ -29,6 +29,12 @@ pub fn random_u64() -> u64 {
     }
 }
 
+/// 32 bytes from the host's random source; None if it fails.
+pub fn random_bytes() -> Option<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).ok().map(|()| bytes)
+}
+
 pub fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()

@@ -71,8 +71,8 @@ impl HttpContext for AuthHttp {
             other => other,
         };
         match step {
-            Step::Continue { remove, add } => {
-                apply_headers(&remove, &add);
+            Step::Continue { remove, add, path } => {
+                apply_headers(&remove, &add, path.as_deref());
                 Action::Continue
             }
             Step::Respond(reply) => {
@@ -95,6 +95,20 @@ impl HttpContext for AuthHttp {
             return Action::Continue;
         };
         let replied = vm.body_progress(self.context_id, body_size, end_of_stream);
+        if replied || vm.is_paused(self.context_id) {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    /// Trailers end the body (an h2 request with trailers has no end-of-stream body chunk): a
+    /// paused request's reply goes now, and the trailers never resume it.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(vm) = self.vm.as_ref().filter(|_| self.paused) else {
+            return Action::Continue;
+        };
+        let replied = vm.body_finished(self.context_id);
         if replied || vm.is_paused(self.context_id) {
             Action::Pause
         } else {

@@ -8,7 +8,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
 use crate::core::config::Plugin;
-use crate::filter::hold::HoldHttp;
+use crate::filter::hold::{self, HoldHttp};
 use crate::filter::host;
 use crate::filter::http::AuthHttp;
 use crate::filter::jwks_fetch::Fetcher;
@@ -53,6 +53,7 @@ impl RootContext for Root {
             Ok(Plugin::Gate(config)) => *config,
             Ok(Plugin::BodyHold) => {
                 self.hold = true;
+                hold::register_companion();
                 return true;
             }
             Err(error) => {
@@ -81,7 +82,7 @@ impl RootContext for Root {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         if self.hold {
-            return Some(Box::new(HoldHttp));
+            return Some(Box::<HoldHttp>::default());
         }
         Some(Box::new(AuthHttp {
             vm: self.vm.clone(),

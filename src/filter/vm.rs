@@ -8,7 +8,7 @@ use proxy_wasm::types::LogLevel;
 
 use crate::core::authz::decision_cache::DecisionKey;
 use crate::core::authz::AuthzError;
-use crate::core::config::{Config, HOLD_HEADER};
+use crate::core::config::{Config, HELD_PATH, HOLD_HEADER};
 use crate::core::engine::{
     self, AuthzCall, Context, Decision, Effects, Pending, Resolution, State, Step,
 };
@@ -21,7 +21,7 @@ use crate::core::request::Request;
 use crate::filter::authz_call::{AuthzCalls, Inflight, Owner};
 use crate::filter::body_wait::{BodyRead, BodyWait};
 use crate::filter::counters::Counters;
-use crate::filter::host;
+use crate::filter::{hold, host};
 
 /// Slack beyond the JWKS fetch timeout before a waiting request is answered regardless:
 /// covers a fetch started by another VM and the tick that notices it.
@@ -73,7 +73,12 @@ impl SharedStore for HostShared {
 
 impl Vm {
     pub fn new(config: Config) -> Self {
-        let state = State::with_seed(&config, host::random_u64());
+        let mut state = State::with_seed(&config, host::random_u64());
+        // Without randomness the candidate stays zero: slots are then as predictable as before
+        // the secret existed, never wrong.
+        if let Some(secret) = host::random_bytes() {
+            state.backoff_secret_candidate = secret;
+        }
         Vm {
             config,
             state: RefCell::new(state),
@@ -98,7 +103,7 @@ impl Vm {
     /// Decides for a request, given its serialized headers. Never holds a borrow across a host
     /// call that acts on a stream.
     pub fn decide(&self, header_block: &[u8], may_wait: bool) -> Option<Decision> {
-        // A block the host garbled reads as no headers: the request has no credential.
+        // A block the host garbled reads as no headers: with no `:path` the core refuses it (400).
         let pairs = header_pairs::decode(header_block).unwrap_or_default();
         let headers = header_pairs::as_strs(&pairs);
         let headers = headers.as_slice();
@@ -426,6 +431,21 @@ impl Vm {
         }
     }
 
+    /// The request's trailers came while it was paused: its body is complete.
+    pub fn body_finished(&self, context_id: u32) -> bool {
+        let ready = match self.bodies.try_borrow_mut() {
+            Ok(mut bodies) => bodies.finish(context_id),
+            Err(_) => None,
+        };
+        match ready {
+            Some((reply, read)) => {
+                send_llm_reply(&reply, read);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A session reply that reads the body: sent now if the body is in. Else, with a companion,
     /// the request is marked and handed on to it (`resume`: the request is paused here) and the
     /// reply goes when the body is in; without one, it goes now, built without the body.
@@ -440,8 +460,14 @@ impl Vm {
             send_llm_reply(&reply, read);
             return false;
         }
-        if self.config.session.hold_companion {
-            apply_headers(&remove, &[(HOLD_HEADER.to_string(), "1".to_string())]);
+        // Only a companion that registered in this VM can hold the request; even so, the marked
+        // request goes on stripped and with a path no route serves, should the companion be
+        // placed before authgate (or in another chain).
+        if self.config.session.hold_companion && hold::companion_registered() {
+            let mut remove = remove;
+            remove.extend(self.config.credential_header_names.iter().cloned());
+            let mark = [(HOLD_HEADER.to_string(), "1".to_string())];
+            apply_headers(&remove, &mark, Some(HELD_PATH));
             if resume {
                 host::resume_request();
             }
@@ -475,8 +501,8 @@ impl Vm {
     /// Carries out a step for a paused request; the effective context is already that request.
     fn execute_paused(&self, context_id: u32, step: Step, request_id: Option<&str>) {
         match step {
-            Step::Continue { remove, add } => {
-                apply_headers(&remove, &add);
+            Step::Continue { remove, add, path } => {
+                apply_headers(&remove, &add, path.as_deref());
                 host::resume_request();
             }
             Step::Respond(reply) => host::send_reply(&reply),
@@ -509,11 +535,14 @@ fn send_llm_reply(reply: &LlmReply, read: BodyRead) {
     host::send_reply(&reply.build(body.as_deref()));
 }
 
-pub fn apply_headers(remove: &[String], add: &[(String, String)]) {
+pub fn apply_headers(remove: &[String], add: &[(String, String)], path: Option<&str>) {
     for name in remove {
         host::remove_request_header(name);
     }
     for (name, value) in add {
         host::set_request_header(name, value);
+    }
+    if let Some(path) = path {
+        host::set_request_header(":path", path);
     }
 }

@@ -126,7 +126,7 @@ fn identity_headers_replace_spoofed_ones_and_token_is_removed() {
         &mut state,
         &request("/v1/x", Some(fixtures::TOKEN_RS256)),
     );
-    let Step::Continue { remove, add } = &step else {
+    let Step::Continue { remove, add, .. } = &step else {
         panic!("{step:?}")
     };
     for name in ["x-auth-subject", "x-tenant", "authorization"] {
@@ -426,7 +426,7 @@ fn step_text(step: &Step) -> String {
 }
 
 #[test]
-fn failed_keys_back_off_and_a_success_resets() {
+fn failed_keys_back_off_and_a_success_lowers_nothing() {
     let config = api_key_config();
     let mut state = State::new(&config);
     let mut shared = MemoryStore::default();
@@ -464,13 +464,13 @@ fn failed_keys_back_off_and_a_success_resets() {
     now += 4_000;
     let (step, _) = run_at(&config, &mut state, &right, &mut shared, now);
     assert!(matches!(step, Step::Continue { .. }), "{step:?}");
-    // The success reset the count: one more failure does not block.
+    // A success lowers nothing: one more failure blocks again, doubled.
     assert_eq!(
         status_and_body(&run_at(&config, &mut state, &wrong, &mut shared, now).0).0,
         401
     );
     let (step, _) = run_at(&config, &mut state, &right, &mut shared, now);
-    assert!(matches!(step, Step::Continue { .. }), "{step:?}");
+    assert_eq!(status_and_body(&step).1["retry_after_s"], 8, "{step:?}");
 }
 
 fn enterprise_config(failure_mode: &str) -> Config {
@@ -480,6 +480,7 @@ fn enterprise_config(failure_mode: &str) -> Config {
         "rules": [{"match": {"prefix": "/"}, "requires_any": ["jwt:corp"], "enterprise": true}],
         "enterprise": {"cluster": "authz", "authority": "authz.internal",
                        "failure_mode": failure_mode,
+                       "upstream_headers": ["x-tenant"],
                        "cache": {"allow_ttl_s": 30, "deny_ttl_s": 5}}
     });
     Config::parse(json.to_string().as_bytes()).unwrap()

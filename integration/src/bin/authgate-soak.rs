@@ -313,6 +313,7 @@ fn plugin() -> Value {
             {"match": {"prefix": "/api/"}, "requires_any": ["jwt:corp", "api_key"]}
         ],
         "enterprise": {"cluster": "authz", "authority": "authz.internal", "timeout_ms": 2000,
+                       "upstream_headers": ["x-auth-email", "x-auth-authz-subject"],
                        "cache": {"allow_ttl_s": 30, "deny_ttl_s": 5}},
         "failed_auth_backoff": {"after_failures": 5, "base_s": 10, "max_s": 60},
         "client_ip": {"from": "x-forwarded-for"},

@@ -71,10 +71,16 @@ pub fn run(args: &[String]) -> Outcome {
     match enterprise.read_answer(status, body) {
         Ok(answer) => {
             let what = match answer {
-                Answer::Allow { headers, ttl_s } => format!(
-                    "allow (cache_ttl_s {}, {} header(s) for the upstream)",
+                Answer::Allow {
+                    headers,
+                    ttl_s,
+                    dropped_headers,
+                } => format!(
+                    "allow (cache_ttl_s {}, {} header(s) for the upstream, {} dropped: \
+                     not in enterprise.upstream_headers)",
                     ttl_s.map_or("default".to_string(), |t| t.to_string()),
-                    headers.len()
+                    headers.len(),
+                    dropped_headers
                 ),
                 Answer::Deny { reason } => format!("deny: {reason}"),
                 Answer::SessionExpired { reauth_url } => format!(

@@ -1,7 +1,9 @@
-//! The authorization service's answers per VM, keyed by (credential hash, method, host, path).
+//! The authorization service's answers per VM, keyed by everything the service was told
+//! (credential hash, method, host, normalised path, and the client's address when it was sent).
 //! Bounded and LRU. Entries outlive their freshness so `allow_stale` can serve an expired allow
 //! when the service is down; only a fresh entry answers a request otherwise.
 
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::rc::Rc;
 
@@ -12,8 +14,16 @@ use crate::core::jwt::token_cache::TokenHash;
 
 pub type DecisionKey = [u8; 32];
 
-/// One request's key. The host is compared case-insensitively, the path without its query.
-pub fn key(credential: &TokenHash, method: &str, host: &str, path: &str) -> DecisionKey {
+/// One request's key. The host is compared case-insensitively, the path without its query;
+/// `client_ip` is given when the service was told it (an allow for one address is not one for
+/// another).
+pub fn key(
+    credential: &TokenHash,
+    method: &str,
+    host: &str,
+    path: &str,
+    client_ip: Option<IpAddr>,
+) -> DecisionKey {
     let mut hasher = Sha256::new();
     hasher.update(credential);
     hasher.update(method.as_bytes());
@@ -21,6 +31,10 @@ pub fn key(credential: &TokenHash, method: &str, host: &str, path: &str) -> Deci
     hasher.update(host.to_ascii_lowercase().as_bytes());
     hasher.update([0]);
     hasher.update(path.as_bytes());
+    hasher.update([0]);
+    if let Some(ip) = client_ip {
+        hasher.update(ip.to_string().as_bytes());
+    }
     hasher.finalize().into()
 }
 
@@ -43,8 +57,11 @@ pub enum Decided {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     Fresh(Decided),
-    /// Past its TTL: usable only as `allow_stale`'s fallback.
-    Stale(Decided),
+    /// Past its TTL (by `stale_ms`): usable only as `allow_stale`'s fallback.
+    Stale {
+        decided: Decided,
+        stale_ms: u64,
+    },
     Miss,
 }
 
@@ -68,7 +85,10 @@ impl DecisionCache {
     pub fn get(&mut self, key: &DecisionKey, now_ms: u64) -> Lookup {
         match self.entries.get(key) {
             Some(entry) if now_ms < entry.fresh_until_ms => Lookup::Fresh(entry.decided.clone()),
-            Some(entry) => Lookup::Stale(entry.decided.clone()),
+            Some(entry) => Lookup::Stale {
+                decided: entry.decided.clone(),
+                stale_ms: now_ms - entry.fresh_until_ms,
+            },
             None => Lookup::Miss,
         }
     }
@@ -100,13 +120,26 @@ mod tests {
         let deny = Decided::Deny {
             reason: Rc::from("no"),
         };
-        let a = key(&[1; 32], "GET", "API.example.com", "/a");
-        assert_eq!(a, key(&[1; 32], "GET", "api.example.com", "/a"));
-        assert_ne!(a, key(&[1; 32], "GET", "api.example.com", "/b"));
-        assert_ne!(a, key(&[2; 32], "GET", "api.example.com", "/a"));
+        let a = key(&[1; 32], "GET", "API.example.com", "/a", None);
+        assert_eq!(a, key(&[1; 32], "GET", "api.example.com", "/a", None));
+        assert_ne!(a, key(&[1; 32], "GET", "api.example.com", "/b", None));
+        assert_ne!(a, key(&[2; 32], "GET", "api.example.com", "/a", None));
+        let ip = |s: &str| s.parse().ok();
+        let from = key(&[1; 32], "GET", "api.example.com", "/a", ip("10.0.0.1"));
+        assert_ne!(a, from);
+        assert_ne!(
+            from,
+            key(&[1; 32], "GET", "api.example.com", "/a", ip("10.0.0.2"))
+        );
         cache.insert(a, deny.clone(), 1_000, 0);
         assert_eq!(cache.get(&a, 999), Lookup::Fresh(deny.clone()));
-        assert_eq!(cache.get(&a, 1_000), Lookup::Stale(deny));
+        assert_eq!(
+            cache.get(&a, 1_000),
+            Lookup::Stale {
+                decided: deny,
+                stale_ms: 0
+            }
+        );
         cache.insert([2; 32], Decided::Expired { reauth_url: None }, 1, 0);
         cache.insert([3; 32], Decided::Expired { reauth_url: None }, 1, 0);
         assert_eq!(cache.len(), 2);

@@ -6,7 +6,5 @@ pub mod decision_cache;
 mod service;
 mod template;
 
-pub use service::{
-    raw, Answer, AuthzError, CallInput, Dialect, Enterprise, FailureMode, OpenFga, RESERVED_HEADERS,
-};
+pub use service::{raw, Answer, AuthzError, CallInput, Dialect, Enterprise, FailureMode, OpenFga};
 pub use template::Template;

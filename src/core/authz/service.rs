@@ -11,7 +11,7 @@ use crate::core::authz::template::Template;
 use crate::core::config_error::ConfigError;
 use crate::core::credentials::Kind;
 use crate::core::identity::Identity;
-use crate::core::syntax::is_header_name;
+use crate::core::syntax::{is_header_name, is_protected_header};
 
 pub mod raw {
     //! The enterprise section exactly as written.
@@ -30,6 +30,8 @@ pub mod raw {
         pub cache: Option<EnterpriseCache>,
         pub max_response_bytes: Option<usize>,
         pub openfga: Option<OpenFga>,
+        pub upstream_headers: Option<Vec<String>>,
+        pub expose_reason: Option<bool>,
     }
 
     #[derive(Deserialize, Default)]
@@ -38,6 +40,7 @@ pub mod raw {
         pub allow_ttl_s: Option<u64>,
         pub deny_ttl_s: Option<u64>,
         pub max_entries: Option<usize>,
+        pub max_stale_s: Option<u64>,
     }
 
     #[derive(Deserialize)]
@@ -56,24 +59,12 @@ const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 const DEFAULT_ALLOW_TTL_S: u64 = 60;
 const DEFAULT_DENY_TTL_S: u64 = 10;
 const DEFAULT_MAX_ENTRIES: usize = 10_000;
+const DEFAULT_MAX_STALE_S: u64 = 3_600;
 const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Headers from the service beyond this many, or longer than this, are dropped.
 const MAX_HEADERS: usize = 32;
 const MAX_HEADER_VALUE: usize = 4096;
 const MAX_REASON: usize = 256;
-/// Headers the service may not set on the upstream request: routing and framing belong to Envoy.
-pub const RESERVED_HEADERS: [&str; 10] = [
-    "host",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "keep-alive",
-    "proxy-connection",
-    "authorization",
-];
 
 #[derive(Debug, Clone)]
 pub struct Enterprise {
@@ -88,6 +79,13 @@ pub struct Enterprise {
     pub deny_ttl_s: u64,
     pub max_entries: usize,
     pub max_response_bytes: usize,
+    /// The only header names the service may set upstream (lowercase); a client's copies of
+    /// them are removed from every request.
+    pub upstream_headers: Vec<String>,
+    /// `allow_stale` serves an allow at most this long after it expired.
+    pub max_stale_s: u64,
+    /// A deny's `reason` reaches the client (else a generic message does).
+    pub expose_reason: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +198,32 @@ impl Enterprise {
         if !path.starts_with('/') {
             return Err(ConfigError::new(at("path"), "must start with '/'"));
         }
+        let mut upstream_headers = Vec::new();
+        for (i, name) in raw
+            .upstream_headers
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let name = name.to_ascii_lowercase();
+            let at = at(&format!("upstream_headers[{i}]"));
+            if !is_header_name(&name) || name.contains('_') {
+                return Err(ConfigError::new(
+                    at,
+                    "not a header name (letters, digits and '-'; no '_', which upstreams read as '-')",
+                ));
+            }
+            if is_protected_header(&name) {
+                return Err(ConfigError::new(
+                    at,
+                    format!("{name:?} belongs to Envoy or the client; the service may not set it"),
+                ));
+            }
+            if upstream_headers.len() == MAX_HEADERS {
+                return Err(ConfigError::new(at, format!("at most {MAX_HEADERS} names")));
+            }
+            upstream_headers.push(name);
+        }
         Ok(Enterprise {
             cluster: raw.cluster,
             authority: raw.authority,
@@ -212,7 +236,21 @@ impl Enterprise {
             deny_ttl_s: cache.deny_ttl_s.unwrap_or(DEFAULT_DENY_TTL_S),
             max_entries,
             max_response_bytes,
+            upstream_headers,
+            max_stale_s: cache.max_stale_s.unwrap_or(DEFAULT_MAX_STALE_S),
+            expose_reason: raw.expose_reason.unwrap_or(false),
         })
+    }
+
+    /// Whether the call tells the service the client's address (then decisions are cached per
+    /// address).
+    pub fn sends_client_ip(&self) -> bool {
+        match &self.dialect {
+            Dialect::Authgate => true,
+            Dialect::OpenFga(fga) => [&fga.user, &fga.relation, &fga.object]
+                .iter()
+                .any(|t| t.uses_client_ip()),
+        }
     }
 
     /// The JSON body of the call.
@@ -259,16 +297,17 @@ impl Enterprise {
             return Err(AuthzError::Timeout);
         }
         if status != 200 {
-            return Err(AuthzError::Status(status));
+            return Err(AuthzError::from_status(status));
         }
         let value: Value = serde_json::from_slice(body).map_err(|_| AuthzError::BadJson)?;
         let object = value.as_object().ok_or(AuthzError::WrongShape)?;
         match self.dialect {
-            Dialect::Authgate => read_authgate(object),
+            Dialect::Authgate => read_authgate(object, &self.upstream_headers),
             Dialect::OpenFga(_) => match object.get("allowed").and_then(Value::as_bool) {
                 Some(true) => Ok(Answer::Allow {
                     headers: Vec::new(),
                     ttl_s: None,
+                    dropped_headers: 0,
                 }),
                 Some(false) => Ok(Answer::Deny {
                     reason: "denied by the authorization service".to_string(),
@@ -311,6 +350,8 @@ pub enum Answer {
     Allow {
         headers: Vec<(String, String)>,
         ttl_s: Option<u64>,
+        /// Headers the service set that may not go upstream (counted).
+        dropped_headers: usize,
     },
     Deny {
         reason: String,
@@ -329,9 +370,35 @@ pub enum AuthzError {
     WrongShape,
     /// The call could not be made at all (unknown cluster, or the host refused it).
     DispatchFailed,
+    /// An answer about this request that is neither a decision nor an outage (a 4xx other than
+    /// 408 and 429, a 1xx/3xx): the service would not decide it, so it is denied.
+    Refused(u16),
 }
 
 impl AuthzError {
+    fn from_status(status: u16) -> AuthzError {
+        match status {
+            0 | 408 | 429 | 500..=599 => AuthzError::Status(status),
+            _ => AuthzError::Refused(status),
+        }
+    }
+
+    /// Whether `failure_mode: allow` may admit the request: the service gave no answer (none
+    /// at all, or none that reads as a decision: too large, not JSON, the wrong shape), timed
+    /// out or failed (5xx). A 429 is the service pushing back, and a 4xx an answer about this
+    /// request: never a reason to admit.
+    pub fn is_outage(self) -> bool {
+        match self {
+            AuthzError::Timeout
+            | AuthzError::DispatchFailed
+            | AuthzError::TooLarge
+            | AuthzError::BadJson
+            | AuthzError::WrongShape => true,
+            AuthzError::Status(status) => matches!(status, 0 | 408 | 500..=599),
+            AuthzError::Refused(_) => false,
+        }
+    }
+
     /// For logs and the error reply: what went wrong, naming no secret.
     pub fn describe(self) -> String {
         match self {
@@ -342,11 +409,12 @@ impl AuthzError {
             AuthzError::BadJson => "answer is not JSON".to_string(),
             AuthzError::WrongShape => "answer has the wrong shape".to_string(),
             AuthzError::DispatchFailed => "could not be called".to_string(),
+            AuthzError::Refused(status) => format!("refused to decide (HTTP {status})"),
         }
     }
 }
 
-fn read_authgate(object: &Map<String, Value>) -> Result<Answer, AuthzError> {
+fn read_authgate(object: &Map<String, Value>, allowed: &[String]) -> Result<Answer, AuthzError> {
     let authorized = object
         .get("authorized")
         .and_then(Value::as_bool)
@@ -378,30 +446,41 @@ fn read_authgate(object: &Map<String, Value>) -> Result<Answer, AuthzError> {
             .unwrap_or_else(|| "denied by the authorization service".to_string());
         return Ok(Answer::Deny { reason });
     }
-    let headers = match object.get("headers") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Object(map)) => upstream_headers(map),
+    let (headers, dropped_headers) = match object.get("headers") {
+        None | Some(Value::Null) => (Vec::new(), 0),
+        Some(Value::Object(map)) => upstream_headers(map, allowed),
         Some(_) => return Err(AuthzError::WrongShape),
     };
     let ttl_s = object.get("cache_ttl_s").and_then(Value::as_u64);
-    Ok(Answer::Allow { headers, ttl_s })
+    Ok(Answer::Allow {
+        headers,
+        ttl_s,
+        dropped_headers,
+    })
 }
 
-/// The service's headers that may go upstream: valid names, not reserved, string values without
-/// control characters, bounded in number and size. Anything else is dropped.
-fn upstream_headers(map: &Map<String, Value>) -> Vec<(String, String)> {
-    map.iter()
-        .filter_map(|(name, value)| {
-            let name = name.to_ascii_lowercase();
-            let value = value.as_str()?;
-            let acceptable = is_header_name(&name)
-                && !RESERVED_HEADERS.contains(&name.as_str())
-                && value.len() <= MAX_HEADER_VALUE
-                && !value.chars().any(|c| c.is_control());
-            acceptable.then(|| (name, value.to_string()))
-        })
-        .take(MAX_HEADERS)
-        .collect()
+/// The service's headers that go upstream: names in `enterprise.upstream_headers` (so none of
+/// Envoy's, the client's or one the configuration did not expect), string values without control
+/// characters, bounded in size; and how many others were dropped.
+fn upstream_headers(
+    map: &Map<String, Value>,
+    allowed: &[String],
+) -> (Vec<(String, String)>, usize) {
+    let mut kept = Vec::new();
+    let mut dropped = 0;
+    for (name, value) in map {
+        let name = name.to_ascii_lowercase();
+        let value = value
+            .as_str()
+            .filter(|v| v.len() <= MAX_HEADER_VALUE && !v.chars().any(|c| c.is_control()));
+        match value {
+            Some(value) if allowed.contains(&name) && !kept.iter().any(|(n, _)| *n == name) => {
+                kept.push((name, value.to_string()))
+            }
+            _ => dropped += 1,
+        }
+    }
+    (kept, dropped)
 }
 
 fn is_http_url(url: &str) -> bool {
@@ -419,19 +498,23 @@ mod tests {
     }
 
     fn authgate() -> Enterprise {
-        enterprise(json!({"cluster": "authz", "authority": "authz.internal"})).unwrap()
+        enterprise(json!({"cluster": "authz", "authority": "authz.internal",
+                          "upstream_headers": ["x-tenant", "X-Bad"]}))
+        .unwrap()
     }
 
     #[test]
     fn reads_allow_deny_expired_and_errors() {
         let e = authgate();
         let allow = br#"{"authorized": true, "cache_ttl_s": 30,
-            "headers": {"X-Tenant": "acme", "host": "evil", ":path": "/x", "x-bad": "a\r\nb", "n": 1}}"#;
+            "headers": {"X-Tenant": "acme", "x-tenant": "twice", "host": "evil", ":path": "/x",
+                        "x-bad": "a\r\nb", "n": 1, "x-unlisted": "u"}}"#;
         assert_eq!(
             e.read_answer(200, Some(allow)),
             Ok(Answer::Allow {
                 headers: vec![("x-tenant".to_string(), "acme".to_string())],
-                ttl_s: Some(30)
+                ttl_s: Some(30),
+                dropped_headers: 6,
             })
         );
         assert_eq!(

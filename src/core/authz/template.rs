@@ -22,6 +22,11 @@ enum Part {
 }
 
 impl Template {
+    /// Whether the rendered text depends on the client's address.
+    pub(crate) fn uses_client_ip(&self) -> bool {
+        self.0.contains(&Part::ClientIp)
+    }
+
     pub(crate) fn parse(text: &str, at: &str) -> Result<Template, ConfigError> {
         let mut parts = Vec::new();
         let mut rest = text;

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::core::config_error::ConfigError;
 use crate::core::jwt::jwks::KeySet;
-use crate::core::syntax::{is_header_name, split_uri};
+use crate::core::syntax::{is_header_name, is_protected_header, split_uri};
 
 const DEFAULT_CLOCK_SKEW_S: u64 = 60;
 const DEFAULT_JWKS_TIMEOUT_MS: u64 = 2000;
@@ -199,6 +199,12 @@ pub(crate) fn compile_provider(name: String, raw: raw::Provider) -> Result<Provi
             return Err(ConfigError::new(
                 format!("{path}.header"),
                 "not a valid header name",
+            ));
+        }
+        if is_protected_header(&header) {
+            return Err(ConfigError::new(
+                format!("{path}.header"),
+                format!("{header:?} belongs to Envoy or the client; choose another name"),
             ));
         }
         claim_to_headers.push((mapping.claim, header));

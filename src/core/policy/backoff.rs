@@ -38,6 +38,10 @@ const MAX_SLOTS: u32 = 1 << 20;
 /// Bounded retries: under heavy contention a lost update is better than a stalled request.
 const CAS_ATTEMPTS: usize = 8;
 const KEY_PREFIX: &str = "authgate.v1.backoff.";
+/// Shared data holding the deployment's slot-hashing secret (written by the first VM to need it).
+const SECRET_KEY: &str = "authgate.v1.backoff-secret";
+/// The client key of every request whose address cannot be read: one bucket, never none.
+pub const UNKNOWN_CLIENT: &str = "unknown";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backoff {
@@ -66,7 +70,7 @@ pub struct ClientSlot {
 pub enum Standing {
     /// Refused for this many more seconds (at least 1).
     Blocked { retry_after_s: u64 },
-    /// May try; `failures` is the current count (0 = nothing to reset on success).
+    /// May try; `failures` is the current count.
     Clear { failures: u32 },
 }
 
@@ -155,8 +159,14 @@ impl Backoff {
         })
     }
 
-    pub fn locate(&self, client: &str) -> ClientSlot {
-        let digest = Sha256::digest(client.as_bytes());
+    /// The client's slots, hashed under the deployment's secret: without it, nobody can pick
+    /// addresses that land on a victim's slots.
+    pub fn locate(&self, secret: &[u8], client: &str) -> ClientSlot {
+        let digest = Sha256::new()
+            .chain_update(secret)
+            .chain_update([0])
+            .chain_update(client.as_bytes())
+            .finalize();
         let word = |at: usize| {
             let mut bytes = [0u8; 4];
             bytes.copy_from_slice(&digest[at..at + 4]);
@@ -220,19 +230,6 @@ impl Backoff {
         None
     }
 
-    /// A successful check: forget the client's failures.
-    pub fn record_success(&self, store: &mut dyn SharedStore, client: ClientSlot) {
-        for _ in 0..CAS_ATTEMPTS {
-            let slots = self.read(&*store, client);
-            let Some(slot) = slots.iter().find(|s| s.entry.tag == client.tag) else {
-                return;
-            };
-            if store.set(&slot.key, &Entry::default().encode(), slot.cas) {
-                return;
-            }
-        }
-    }
-
     /// None below the threshold; then base, doubling per further failure, capped at max.
     fn block_ms(&self, failures: u32) -> Option<u64> {
         let beyond = failures.checked_sub(self.after_failures)?;
@@ -290,6 +287,20 @@ impl Backoff {
     }
 }
 
+/// The deployment's secret for slot hashing, shared by every VM: the stored one, else
+/// `candidate` (fresh randomness from the shell), stored for the others.
+pub fn deployment_secret(store: &mut dyn SharedStore, candidate: &[u8; 32]) -> Vec<u8> {
+    match store.get(SECRET_KEY) {
+        (Some(secret), _) if secret.len() == 32 => secret,
+        _ => {
+            // Two VMs racing here may each use their own candidate once; the later write is
+            // what every request reads from then on.
+            store.set(SECRET_KEY, candidate, None);
+            candidate.to_vec()
+        }
+    }
+}
+
 /// Shared data kept in memory: for tests, and for running the core outside Envoy.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -339,10 +350,10 @@ mod tests {
     }
 
     #[test]
-    fn blocks_after_the_threshold_doubling_to_the_cap_and_success_resets() {
+    fn blocks_after_the_threshold_doubling_to_the_cap() {
         let b = backoff(64);
         let mut store = MemoryStore::default();
-        let client = b.locate("203.0.113.7");
+        let client = b.locate(&[7; 32], "203.0.113.7");
         let mut now = 1_000_000;
         assert_eq!(b.record_failure(&mut store, client, now), None);
         assert_eq!(b.record_failure(&mut store, client, now), None);
@@ -364,19 +375,31 @@ mod tests {
             ));
         }
         assert_eq!(blocks, [Some(2), Some(4), Some(8), Some(10), Some(10)]);
-        b.record_success(&mut store, client);
+        // Nothing but time lowers the count: the next failure blocks again at once.
+        assert_eq!(b.record_failure(&mut store, client, now), Some(10));
+    }
+
+    #[test]
+    fn slots_depend_on_the_deployment_secret() {
+        let b = backoff(1 << 20);
+        let one = b.locate(&[1; 32], "203.0.113.7");
+        assert_eq!(one, b.locate(&[1; 32], "203.0.113.7"));
+        assert_ne!(one, b.locate(&[2; 32], "203.0.113.7"));
+        let mut store = MemoryStore::default();
+        let first = deployment_secret(&mut store, &[5; 32]);
+        assert_eq!(first, vec![5; 32]);
         assert_eq!(
-            b.standing(&store, client, now),
-            Standing::Clear { failures: 0 }
+            deployment_secret(&mut store, &[6; 32]),
+            first,
+            "the stored one wins"
         );
-        assert_eq!(b.record_failure(&mut store, client, now), None);
     }
 
     #[test]
     fn failures_are_forgotten_after_max_s() {
         let b = backoff(64);
         let mut store = MemoryStore::default();
-        let client = b.locate("198.51.100.1");
+        let client = b.locate(&[7; 32], "198.51.100.1");
         b.record_failure(&mut store, client, 0);
         b.record_failure(&mut store, client, 0);
         b.record_failure(&mut store, client, 9_000);
@@ -400,12 +423,12 @@ mod tests {
     fn a_flood_of_clients_keeps_the_footprint_and_spares_blocked_ones() {
         let b = backoff(8);
         let mut store = MemoryStore::default();
-        let attacker = b.locate("192.0.2.66");
+        let attacker = b.locate(&[7; 32], "192.0.2.66");
         for _ in 0..3 {
             b.record_failure(&mut store, attacker, 0);
         }
         for i in 0..10_000 {
-            let other = b.locate(&format!("10.0.{}.{}", i / 256, i % 256));
+            let other = b.locate(&[7; 32], &format!("10.0.{}.{}", i / 256, i % 256));
             b.record_failure(&mut store, other, 1);
         }
         assert!(store.len() <= 8);

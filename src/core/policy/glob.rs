@@ -2,6 +2,8 @@
 //! of characters (as in Envoy's virtual-host domains). Hand-written: path-glob crates treat `.`
 //! and `/` specially and pull in far more than this needs.
 
+use crate::core::syntax::host_of;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostGlob {
     pattern: Vec<u8>,
@@ -9,7 +11,7 @@ pub struct HostGlob {
 
 impl HostGlob {
     pub fn new(pattern: &str) -> Result<HostGlob, String> {
-        let pattern = pattern.trim().to_ascii_lowercase();
+        let pattern = pattern.trim().trim_end_matches('.').to_ascii_lowercase();
         if pattern.is_empty() {
             return Err("host pattern must not be empty".to_string());
         }
@@ -24,9 +26,14 @@ impl HostGlob {
         })
     }
 
-    /// Matches a `:authority`/`host` value; any `:port` suffix is ignored.
+    /// Matches a `:authority`/`host` value; any `:port` suffix and trailing dot are ignored
+    /// (`API.example.com.:443` is `api.example.com`).
     pub fn matches(&self, authority: &str) -> bool {
-        let host = strip_port(authority).to_ascii_lowercase();
+        self.matches_host(&host_of(authority))
+    }
+
+    /// Matches a host already in the form [`host_of`] gives.
+    pub fn matches_host(&self, host: &str) -> bool {
         glob_match(&self.pattern, host.as_bytes())
     }
 }
@@ -53,18 +60,6 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
         }
     }
     p == pattern.len()
-}
-
-fn strip_port(authority: &str) -> &str {
-    if let Some(end) = authority.strip_prefix('[').and_then(|a| a.find(']')) {
-        return &authority[..end + 2];
-    }
-    match authority.rfind(':') {
-        Some(colon) if authority[colon + 1..].bytes().all(|b| b.is_ascii_digit()) => {
-            &authority[..colon]
-        }
-        _ => authority,
-    }
 }
 
 #[cfg(test)]
@@ -99,6 +94,14 @@ mod tests {
         assert!(glob("api-*.example.com").matches("api-eu.example.com"));
         assert!(!glob("api-*.example.com").matches("api-.example.com"));
         assert!(glob("*").matches("anything"));
+    }
+
+    #[test]
+    fn trailing_dots_and_ports_do_not_defeat_a_glob() {
+        assert!(glob("admin.corp.test").matches("admin.corp.test."));
+        assert!(glob("admin.corp.test").matches("ADMIN.corp.test.:8443"));
+        assert!(glob("*.corp.test").matches("a.corp.test..:80"));
+        assert!(glob("admin.corp.test.").matches("admin.corp.test"));
     }
 
     #[test]

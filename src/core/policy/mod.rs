@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod client_ip;
 mod glob;
+pub mod paths;
 pub mod rules;
 mod scopes;
 

@@ -5,6 +5,7 @@ use crate::core::config_error::ConfigError;
 use crate::core::credentials::{OpaqueTokens, Requirement};
 use crate::core::jwt::provider::Provider;
 use crate::core::policy::glob::HostGlob;
+use crate::core::policy::paths;
 use crate::core::replies::session::SessionReply;
 use crate::core::request::Request;
 
@@ -81,12 +82,11 @@ pub(crate) fn compile_rule(
     }
     for (field, value) in [("path", &matcher.path), ("prefix", &matcher.prefix)] {
         if let Some(value) = value {
+            let at = format!("{path}.match.{field}");
             if !value.starts_with('/') {
-                return Err(ConfigError::new(
-                    format!("{path}.match.{field}"),
-                    "must start with '/'",
-                ));
+                return Err(ConfigError::new(at, "must start with '/'"));
             }
+            paths::check_pattern(&at, value)?;
         }
     }
     let mut methods = Vec::with_capacity(matcher.methods.len());
@@ -228,6 +228,8 @@ pub fn matching_rule(rules: &[Rule], request: &Request<'_>) -> Option<usize> {
     rules.iter().position(|rule| rule_matches(rule, request))
 }
 
+/// Whether `rule` matches the request: its (normalised) path, its method (`HEAD` is matched as
+/// `GET`, which it is to every server), its host.
 pub fn rule_matches(rule: &Rule, request: &Request<'_>) -> bool {
     let path = request.path();
     if rule.path.as_deref().is_some_and(|p| p != path) {
@@ -236,8 +238,18 @@ pub fn rule_matches(rule: &Rule, request: &Request<'_>) -> bool {
     if rule.prefix.as_deref().is_some_and(|p| !path.starts_with(p)) {
         return false;
     }
-    if !rule.methods.is_empty() && !rule.methods.iter().any(|m| m == request.method()) {
+    let method = request.method();
+    if !rule.methods.is_empty()
+        && !rule
+            .methods
+            .iter()
+            .any(|m| m == method || (method == "HEAD" && m == "GET"))
+    {
         return false;
     }
-    rule.hosts.is_empty() || rule.hosts.iter().any(|h| h.matches(request.authority()))
+    if rule.hosts.is_empty() {
+        return true;
+    }
+    let host = request.host();
+    rule.hosts.iter().any(|h| h.matches_host(&host))
 }

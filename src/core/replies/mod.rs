@@ -8,7 +8,7 @@ mod status;
 
 pub(crate) use status::sanitize;
 pub use status::{
-    authorization_unavailable, forbidden, health, insufficient_scope, invalid_token,
+    authorization_unavailable, bad_request, forbidden, health, insufficient_scope, invalid_token,
     jwks_unavailable, not_configured, rate_limited, session_expired, session_message,
     unauthenticated, Reply,
 };

@@ -97,6 +97,15 @@ pub fn insufficient_scope(host: &str, missing: &[String], request_id: Option<&st
     with_header(reply, "www-authenticate", challenge)
 }
 
+/// 400 for a request authgate cannot judge (a path it cannot normalise, no path at all).
+pub fn bad_request(message: &str, request_id: Option<&str>) -> Reply {
+    json_reply(
+        400,
+        json!({"error": "bad_request", "message": message}),
+        request_id,
+    )
+}
+
 pub fn forbidden(message: &str, request_id: Option<&str>) -> Reply {
     json_reply(
         403,
