@@ -418,23 +418,21 @@ impl Vm {
     /// Body progress of a paused request (its own callback): sends a reply that waited for it,
     /// and says whether it did.
     pub fn body_progress(&self, context_id: u32, size: usize, complete: bool) -> bool {
-        let ready = match self.bodies.try_borrow_mut() {
-            Ok(mut bodies) => bodies.progress(context_id, size, complete),
-            Err(_) => None,
-        };
-        match ready {
-            Some((reply, read)) => {
-                send_llm_reply(&reply, read);
-                true
-            }
-            None => false,
-        }
+        self.send_if_ready(|bodies| bodies.progress(context_id, size, complete))
     }
 
     /// The request's trailers came while it was paused: its body is complete.
     pub fn body_finished(&self, context_id: u32) -> bool {
+        self.send_if_ready(|bodies| bodies.finish(context_id))
+    }
+
+    /// Sends the reply `step` finds due, if any; says whether it did.
+    fn send_if_ready(
+        &self,
+        step: impl FnOnce(&mut BodyWait) -> Option<(LlmReply, BodyRead)>,
+    ) -> bool {
         let ready = match self.bodies.try_borrow_mut() {
-            Ok(mut bodies) => bodies.finish(context_id),
+            Ok(mut bodies) => step(&mut bodies),
             Err(_) => None,
         };
         match ready {
