@@ -723,6 +723,23 @@ fn credential_candidates(headers: &[(String, String)]) -> Vec<(&str, &str)> {
     out
 }
 
+/// The (header, credential value) pairs of this request that give this decision key.
+fn candidates_for_key<'h>(
+    key: &DecisionKey,
+    client: Option<std::net::IpAddr>,
+    request: &Request<'_>,
+    headers: &'h [(String, String)],
+) -> Vec<(&'h str, &'h str)> {
+    credential_candidates(headers)
+        .into_iter()
+        .filter(|(_, secret)| {
+            let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+            let path = request.path();
+            decision_cache::key(&hash, request.method(), request.authority(), path, client) == *key
+        })
+        .collect()
+}
+
 /// The credential values of this request that give this decision key.
 fn secrets_for_key<'h>(
     key: &DecisionKey,
@@ -730,20 +747,8 @@ fn secrets_for_key<'h>(
     request: &Request<'_>,
     headers: &'h [(String, String)],
 ) -> Vec<&'h str> {
-    credential_candidates(headers)
-        .into_iter()
-        .filter(|(_, secret)| {
-            let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-            decision_cache::key(
-                &hash,
-                request.method(),
-                request.authority(),
-                request.path(),
-                client,
-            ) == *key
-        })
-        .map(|(_, secret)| secret)
-        .collect()
+    let pairs = candidates_for_key(key, client, request, headers);
+    pairs.into_iter().map(|(_, secret)| secret).collect()
 }
 
 /// The headers whose value gives this decision key (method, host and path from the request).
@@ -753,20 +758,8 @@ fn headers_for_key<'h>(
     request: &Request<'_>,
     headers: &'h [(String, String)],
 ) -> Vec<&'h str> {
-    credential_candidates(headers)
-        .into_iter()
-        .filter(|(_, secret)| {
-            let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-            decision_cache::key(
-                &hash,
-                request.method(),
-                request.authority(),
-                request.path(),
-                client,
-            ) == *key
-        })
-        .map(|(name, _)| name)
-        .collect()
+    let pairs = candidates_for_key(key, client, request, headers);
+    pairs.into_iter().map(|(name, _)| name).collect()
 }
 
 /// An allow the authorization service gave in this run.

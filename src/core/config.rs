@@ -12,7 +12,7 @@ use crate::core::policy::client_ip::ClientIpSource;
 use crate::core::policy::paths::Paths;
 use crate::core::policy::rules::{compile_rule, Credentials, Rule};
 use crate::core::replies::session::{compile_session, Session};
-use crate::core::syntax::{folded_header_name, is_header_name};
+use crate::core::syntax::{folded_header_name, folded_starts_with, is_header_name};
 
 pub use crate::core::config_error::ConfigError;
 
@@ -139,9 +139,11 @@ impl Config {
     /// Whether a client's header is one authgate or the service may set upstream (under any
     /// spelling an upstream reads the same: case, `_` for `-`). Such a header never passes.
     pub fn is_reserved_header(&self, name: &str) -> bool {
-        let folded = folded_header_name(name);
-        folded.starts_with(self.folded_identity_prefix.as_str())
-            || self.reserved_header_names.contains(&folded)
+        folded_starts_with(name, &self.folded_identity_prefix)
+            || self
+                .reserved_header_names
+                .iter()
+                .any(|reserved| reserved.len() == name.len() && folded_starts_with(name, reserved))
     }
 
     /// Whether decisions need the client's address (the shell then reads it per request).

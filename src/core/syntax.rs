@@ -33,7 +33,25 @@ pub(crate) fn is_protected_header(name: &str) -> bool {
 /// A header name as an upstream may read it: CGI, WSGI and Rack map `x_auth_email` and
 /// `x-auth-email` to the same variable, so reserved names are compared in this form.
 pub(crate) fn folded_header_name(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+    name.bytes().map(|b| char::from(fold_byte(b))).collect()
+}
+
+/// Whether `name`, folded, starts with `folded_prefix` (already folded); allocates nothing, as
+/// it runs for every request header.
+pub(crate) fn folded_starts_with(name: &str, folded_prefix: &str) -> bool {
+    name.len() >= folded_prefix.len()
+        && name
+            .bytes()
+            .zip(folded_prefix.bytes())
+            .all(|(a, b)| fold_byte(a) == b)
+}
+
+fn fold_byte(byte: u8) -> u8 {
+    if byte == b'_' {
+        b'-'
+    } else {
+        byte.to_ascii_lowercase()
+    }
 }
 
 /// Splits `https://host[:port]/path?q` into (`host[:port]`, `/path?q`).
