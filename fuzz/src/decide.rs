@@ -28,7 +28,7 @@ use authgate::core::authz::FailureMode;
 use authgate::core::config::Config;
 use authgate::core::credentials::Kind;
 use authgate::core::engine::{
-    complete_authz, decide, resolve, Context, Effects, Resolution, State, Step,
+    complete_authz, decide, resolve, Context, Effects, Resolution, Rewrite, State, Step,
 };
 use authgate::core::jwt::jwks::KeySet;
 use authgate::core::metrics::Recorded;
@@ -733,7 +733,12 @@ fn candidates_for_key<'h>(
     credential_candidates(headers)
         .into_iter()
         .filter(|(_, secret)| {
-            let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+            // A JWT is known by its signing input, anything else by all of it.
+            let known_by = match secret.rsplit_once('.') {
+                Some((input, _)) if authgate::core::credentials::is_jwt_shaped(secret) => input,
+                _ => secret,
+            };
+            let hash: [u8; 32] = Sha256::digest(known_by.as_bytes()).into();
             let path = request.path();
             decision_cache::key(&hash, request.method(), request.authority(), path, client) == *key
         })
@@ -803,7 +808,11 @@ pub fn check_decide(input: &DecideInput) {
         let headers = fuzz.headers(&mut minted);
         let borrowed = borrow_pairs(&headers);
         let source = fuzz.source();
-        let request = Request::new(&borrowed).with_source_address(source.as_deref());
+        // A request whose decision never reads a body may still have one: the fuzzer's body
+        // choice stands for whether the headers ended the stream.
+        let request = Request::new(&borrowed)
+            .with_source_address(source.as_deref())
+            .with_end_of_stream(fuzz.body.is_none());
         let mut step = run.decide(&request, now_ms, true);
         if let Step::WaitForKeys { provider } = step {
             count(run.known, Origin::Decide, &step);
@@ -946,7 +955,11 @@ impl Run<'_> {
     ) {
         count(self.known, origin, step);
         match step {
-            Step::Continue { remove, add, .. } => {
+            Step::Continue {
+                remove,
+                add,
+                rewrite,
+            } => {
                 for (name, _) in headers {
                     if name.starts_with("x-auth-")
                         || name == "x-tenant"
@@ -959,13 +972,22 @@ impl Run<'_> {
                     }
                 }
                 if origin == Origin::Decide {
-                    self.check_justified(request, headers, minted, add, remove);
+                    self.check_justified(request, headers, minted, add, remove, rewrite);
+                    self.check_rewritten_path(request, headers, rewrite.path.as_deref());
                 }
             }
             Step::Respond(reply) => check_reply(reply, headers, &fuzz.echoes()),
             Step::SessionReply(llm) => {
-                let out = llm.build(fuzz.body.as_deref());
-                assert_eq!(out.status, llm.status);
+                let facts = match fuzz.body.as_deref() {
+                    Some(body) => authgate::core::replies::body_scan::scan(body),
+                    None => authgate::core::replies::body_scan::BodyFacts::Unread,
+                };
+                let out = llm.build(&facts);
+                let expected = match facts {
+                    authgate::core::replies::body_scan::BodyFacts::Json { .. } => llm.status,
+                    _ => authgate::core::replies::llm::ERROR_STATUS,
+                };
+                assert_eq!(out.status, expected);
                 crate::check_llm_output(llm.shape, &out, &llm.text);
                 check_reply(&out, headers, &fuzz.echoes());
             }
@@ -999,6 +1021,44 @@ impl Run<'_> {
         }
     }
 
+    /// A request sent upstream with a rewritten path: that path is in normalised form, and
+    /// judged by the same rule as the client's path (the upstream must see what was judged).
+    fn check_rewritten_path(
+        &self,
+        request: &Request<'_>,
+        headers: &[(String, String)],
+        upstream: Option<&str>,
+    ) {
+        use authgate::core::policy::{paths, rules};
+        let Some(upstream) = upstream else {
+            return;
+        };
+        let path_only = upstream.split_once('?').map_or(upstream, |(p, _)| p);
+        let again = paths::normalise(path_only, self.config.paths);
+        assert_eq!(
+            again.map(|n| n.forwarded).as_deref(),
+            Ok(path_only),
+            "the upstream path is not normalised"
+        );
+        let rewritten: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| match n.as_str() {
+                ":path" => (n.clone(), upstream.to_string()),
+                _ => (n.clone(), v.clone()),
+            })
+            .collect();
+        let borrowed = borrow_pairs(&rewritten);
+        let as_sent = Request::new(&borrowed);
+        if let Ok(normalised) = paths::normalise(path_only, self.config.paths) {
+            as_sent.set_normalised_path(normalised.matched);
+        }
+        assert_eq!(
+            rules::matching_rule(&self.config.rules, request),
+            rules::matching_rule(&self.config.rules, &as_sent),
+            "the rewritten path {upstream:?} falls under another rule"
+        );
+    }
+
     /// Why a `Continue` straight from `decide` is allowed; panics when nothing justifies it.
     /// The client address decision keys include (when the service is told it).
     fn key_client(&self, request: &Request<'_>) -> Option<std::net::IpAddr> {
@@ -1014,12 +1074,29 @@ impl Run<'_> {
         minted: &Minted,
         add: &Rc<Vec<(String, String)>>,
         remove: &[String],
+        rewrite: &Rewrite,
     ) {
+        if let Some(cookie) = &rewrite.cookie {
+            assert!(
+                !cookie
+                    .split(';')
+                    .any(|pair| pair.trim().starts_with("session=")),
+                "the credential cookie goes upstream: {cookie:?}"
+            );
+        }
+        let filled = |name| request.header(name).is_some_and(|v| !v.trim().is_empty());
         let preflight = request.method() == "OPTIONS"
-            && request.header("origin").is_some()
-            && request.header("access-control-request-method").is_some();
+            && request.has_no_body()
+            && filled("origin")
+            && filled("access-control-request-method");
         if preflight {
             assert!(add.is_empty(), "a preflight gained identity headers");
+            for (name, _) in headers {
+                assert!(
+                    !self.config.credential_header_names.contains(name) || remove.contains(name),
+                    "a preflight forwarded the credential header {name}"
+                );
+            }
             return;
         }
         for allowed in self.allowed.iter().filter(|a| Rc::ptr_eq(&a.add, add)) {
@@ -1027,9 +1104,12 @@ impl Run<'_> {
                 headers_for_key(&allowed.key, self.key_client(request), request, headers);
             if !carriers.is_empty() {
                 // Agent tokens (all that reaches the service in strict mode) never go upstream.
-                // A JWT read from a cookie stays in its cookie header, by design.
+                // A JWT read from a cookie leaves in a rewritten `Cookie` header.
+                let stripped = |h: &&str| {
+                    remove.iter().any(|r| r == h) || (*h == "cookie" && rewrite.cookie.is_some())
+                };
                 assert!(
-                    self.known || carriers.iter().any(|h| remove.iter().any(|r| r == h)),
+                    self.known || carriers.iter().any(stripped),
                     "the credential's header ({carriers:?}) goes upstream: {remove:?}"
                 );
                 return;
@@ -1174,7 +1254,7 @@ pub fn smoke_config(config: &Config) {
             };
             let decision = decide(config, &mut state, &request, ctx, effects);
             if let Step::SessionReply(llm) = &decision.step {
-                let _ = llm.build(None);
+                let _ = llm.build(&authgate::core::replies::body_scan::BodyFacts::Unread);
             }
         }
     }

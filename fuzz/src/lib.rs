@@ -122,7 +122,7 @@ pub fn check_jwks_parse(data: &[u8]) {
         assert!(!key.algs.is_empty(), "a key that allows no algorithm");
         if let Some(kid) = &key.kid {
             assert!(keys.has_kid(kid));
-            assert!(keys.by_kid(kid).is_some());
+            assert!(keys.has_kid(kid));
         }
     }
     let (config, _) = jwt_config();
@@ -233,14 +233,41 @@ fn check_answer(answer: &Answer, allowed: &[String]) {
 pub const HOSTILE_TEXT: &str =
     "Session expired \"quoted\" \\ back\nslash\r\n\ndata: [DONE]\n\nevent: x\u{2028}\u{0}é 🔑 {reauth_url}";
 
-/// Target `llm_reply`: `LlmReply::build` for every shape. The first byte picks the stream hint,
-/// reauth URL and request id; the rest is the request body. The reply must be well formed:
-/// a JSON body, or SSE whose every `data:` line (except `[DONE]`) is JSON.
+/// Target `llm_reply`: the incremental body scan, and `LlmReply::build` for every shape. The
+/// first byte picks a chunk size, reauth URL and request id; the rest is the request body. The
+/// scan gives the same answer whatever the chunking, and serde_json's wherever serde_json reads
+/// the body (and no wanted key repeats: the scan keeps the first, serde the last). The reply
+/// must be well formed: a JSON body, or SSE whose every `data:` line (except `[DONE]`) is JSON.
 pub fn check_llm_reply(data: &[u8]) {
+    use authgate::core::replies::body_scan::{scan, BodyFacts, BodyScan};
     let (flags, body) = match data {
         [flags, rest @ ..] => (*flags, rest),
         [] => (0, data),
     };
+    let facts = scan(body);
+    let mut chunked = BodyScan::new();
+    for chunk in body.chunks(usize::from(flags >> 3) + 1) {
+        chunked.feed(chunk);
+    }
+    assert_eq!(chunked.finish(), facts, "the chunking changed the answer");
+    let repeats = |key: &[u8]| body.windows(key.len()).filter(|w| *w == key).count() > 1;
+    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) {
+        if !repeats(b"\"model\"") && !repeats(b"\"stream") && !body.contains(&b'\\') {
+            let by_serde = BodyFacts::Json {
+                model: map.get("model").and_then(Value::as_str).map(str::to_string),
+                stream: map.get("stream").and_then(Value::as_bool),
+                include_usage: map
+                    .get("stream_options")
+                    .and_then(|v| v.get("include_usage"))
+                    .and_then(Value::as_bool)
+                    == Some(true),
+            };
+            // A model name past the scan's bound reads as none.
+            if !matches!(&by_serde, BodyFacts::Json { model: Some(m), .. } if m.len() > 1000) {
+                assert_eq!(facts, by_serde, "{:?}", String::from_utf8_lossy(body));
+            }
+        }
+    }
     for shape in [
         Shape::OpenAiChat,
         Shape::OpenAiCompletions,
@@ -253,13 +280,12 @@ pub fn check_llm_reply(data: &[u8]) {
             text: HOSTILE_TEXT.to_string(),
             reauth_url: (flags & 2 != 0).then(|| "https://sso.example.com/re?c=1".to_string()),
             request_id: (flags & 4 != 0).then(|| "rid-\"1\"".to_string()),
-            stream_hint: flags & 1 != 0,
             now_s: NOW_S,
             remove: Vec::new(),
         };
-        check_llm_output(shape, &reply.build(Some(body)), &reply.text);
-        if flags & 8 != 0 {
-            check_llm_output(shape, &reply.build(None), &reply.text);
+        check_llm_output(shape, &reply.build(&facts), &reply.text);
+        if flags & 1 != 0 {
+            check_llm_output(shape, &reply.build(&BodyFacts::Unread), &reply.text);
         }
     }
 }
@@ -405,4 +431,49 @@ pub fn check_header_pairs(data: &[u8]) {
     }
     let decoded_again = header_pairs::decode(&again).expect("an encoded block decodes");
     assert_eq!(header_pairs::as_strs(&decoded_again), strs);
+}
+
+/// Target `path_normalise`: `core::policy::paths` under every option. A path it accepts
+/// normalises to a fixed point (normalising the forwarded path again changes nothing, so the
+/// upstream sees what the rules judged), with no empty, `.` or `..` segment left and no
+/// separator a rule could be fooled by.
+pub fn check_path_normalise(data: &[u8]) {
+    use authgate::core::policy::paths::{normalise, Paths};
+    let path = String::from_utf8_lossy(data);
+    for (allow_params, allow_encoded_slash) in
+        [(false, false), (true, false), (false, true), (true, true)]
+    {
+        let options = Paths {
+            allow_params,
+            allow_encoded_slash,
+            ..Paths::default()
+        };
+        let Ok(normalised) = normalise(&path, options) else {
+            continue;
+        };
+        let again = normalise(&normalised.forwarded, options);
+        assert_eq!(
+            again.as_ref(),
+            Ok(&normalised),
+            "not a fixed point: {path:?}"
+        );
+        for form in [&normalised.matched, &normalised.forwarded] {
+            assert!(form.starts_with('/') && !form.contains('\\'), "{form:?}");
+            let inner = form.trim_start_matches('/').trim_end_matches('/');
+            assert!(
+                inner.is_empty()
+                    || inner
+                        .split('/')
+                        .all(|s| !s.is_empty() && s != "." && s != ".."),
+                "{path:?} -> {form:?}"
+            );
+        }
+        if !allow_params {
+            assert!(!normalised.matched.contains(';'), "{path:?}");
+        }
+        if !allow_encoded_slash {
+            let upper = normalised.forwarded.to_ascii_uppercase();
+            assert!(!upper.contains("%2F") && !upper.contains("%5C"), "{path:?}");
+        }
+    }
 }

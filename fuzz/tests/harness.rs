@@ -159,3 +159,23 @@ fn hs1_signed_tokens_are_valid_in_known_mode_only() {
     let out = run(false, vec![req(forged())]);
     assert!(has(&out, "strict decide respond 401"), "{out:?}");
 }
+
+/// Every path up to 5 characters over the characters that make paths tricky (separators, dots,
+/// escapes, parameters) holds the `path_normalise` oracle: an exhaustive sweep on stable Rust.
+#[test]
+fn path_normalise_holds_for_every_short_tricky_path() {
+    const ALPHABET: &[u8] = b"/\\.%2eEfF5c;a";
+    let mut checked = 0;
+    for len in 0..=5u32 {
+        for mut n in 0..(ALPHABET.len() as u64).pow(len) {
+            let mut path = vec![b'/'];
+            for _ in 0..len {
+                path.push(ALPHABET[(n % ALPHABET.len() as u64) as usize]);
+                n /= ALPHABET.len() as u64;
+            }
+            authgate_fuzz::check_path_normalise(&path);
+            checked += 1;
+        }
+    }
+    assert!(checked > 400_000, "{checked}");
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 9] = [
+const TARGETS: [(&str, Check); 10] = [
     ("jwt_inspect", authgate_fuzz::check_jwt_inspect),
     ("jwt_verify", authgate_fuzz::check_jwt_verify),
     ("config_parse", authgate_fuzz::check_config_parse),
@@ -18,6 +18,7 @@ const TARGETS: [(&str, Check); 9] = [
     ("decide", authgate_fuzz::decide::check_decide_bytes),
     ("rsa_modpow", authgate_fuzz::check_rsa_modpow),
     ("header_pairs", authgate_fuzz::check_header_pairs),
+    ("path_normalise", authgate_fuzz::check_path_normalise),
 ];
 
 fn replay(kind: &str) -> (usize, Vec<String>) {

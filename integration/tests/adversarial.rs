@@ -1137,6 +1137,8 @@ fn adversarial_tokens_are_denied_and_envoy_keeps_serving() {
     nul_claims["sub"] = json!("a\u{0}b");
     nul_claims["email"] = json!("a\u{0}b@example.com");
     nul_claims["tenant"] = json!({"id": "ac\u{0}me"});
+    nul_claims["realm_access"] = json!({"roles": ["user", "admin\u{0}"]});
+    nul_claims["scope"] = json!("llm:invoke read\u{0}x");
     let nul = signed(FixtureKey::Rsa1, nul_claims);
     match send(&gw, &nul, "nul") {
         Ok((reply, _)) => {
@@ -1149,7 +1151,13 @@ fn adversarial_tokens_are_denied_and_envoy_keeps_serving() {
                 reply.upstream_header("x-tenant")
             );
             checks.check("NUL in claims (signed): accepted", expect::allowed(&reply));
-            for name in ["x-auth-subject", "x-auth-email", "x-tenant"] {
+            checks.check(
+                "NUL in a role or scope: only that entry is dropped",
+                expect::upstream_header(&reply, "x-auth-roles", Some("user")).and_then(|()| {
+                    expect::upstream_header(&reply, "x-auth-scopes", Some("llm:invoke"))
+                }),
+            );
+            for name in ["x-auth-subject", "x-auth-email", "x-tenant", "x-auth-roles"] {
                 checks.check(
                     &format!("NUL in claims: upstream {name} has no NUL"),
                     clean_upstream_header(&reply, name),

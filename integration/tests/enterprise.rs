@@ -99,7 +99,9 @@ fn one_call_per_credential_and_route_with_the_documented_body() {
     let requests = stub.requests();
     let first = &requests[0];
     let body: Value = serde_json::from_str(&first.body).unwrap_or_default();
-    let sha = hex::encode(Sha256::digest(alice.as_bytes()));
+    // A JWT is known to the service by its signing input (`header.payload`).
+    let signing_input = alice.rsplit_once('.').map_or("", |(input, _)| input);
+    let sha = hex::encode(Sha256::digest(signing_input.as_bytes()));
     checks.check(
         "POST /api/authorize with the configured authority and the request id",
         (first.method == "POST"
@@ -145,6 +147,70 @@ fn one_call_per_credential_and_route_with_the_documented_body() {
         ] == [2, 2, 2, 4])
         .then_some(())
         .ok_or(format!("{stats:?}")),
+    );
+    checks.finish();
+}
+
+/// The other valid encoding of an ES256 signature: `s` replaced by `n - s` (P-256's order).
+fn high_s_twin(token: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    const ORDER: [u8; 32] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63,
+        0x25, 0x51,
+    ];
+    let (input, signature) = token.rsplit_once('.').unwrap_or_default();
+    let mut signature = URL_SAFE_NO_PAD.decode(signature).unwrap_or_default();
+    assert_eq!(signature.len(), 64, "an ES256 signature is r || s");
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let difference = i16::from(ORDER[i]) - i16::from(signature[32 + i]) - borrow;
+        borrow = i16::from(difference < 0);
+        signature[32 + i] = (difference + 256 * borrow) as u8;
+    }
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+#[test]
+fn both_encodings_of_an_ecdsa_signature_are_one_credential_to_the_service() {
+    let stub = AuthzStub::start(allow_with_tenant());
+    let config = json!({
+        "jwt_providers": {"corp": local_provider(&[FixtureKey::Ec1])},
+        "rules": [{"match": {"prefix": "/"}, "requires_any": ["jwt:corp"], "enterprise": true}],
+        "enterprise": enterprise(json!({}))
+    });
+    let gw = gateway(&config, stub.port());
+    let low = TokenBuilder::new(FixtureKey::Ec1)
+        .claims(corp_claims("alice"))
+        .sign();
+    let twin = high_s_twin(&low);
+    let mut checks = Checks::new();
+    checks.check(
+        "the token is allowed",
+        expect::allowed(&get(&gw, "/v1/x", &low)),
+    );
+    checks.check(
+        "its high-S twin verifies too (both are valid ECDSA)",
+        expect::allowed(&get(&gw, "/v1/x", &twin)),
+    );
+    let shas: Vec<String> = stub
+        .requests()
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_str(&r.body).unwrap_or_default();
+            body["subject"]["token_sha256"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    let signing_input = low.rsplit_once('.').map_or("", |(input, _)| input);
+    checks.check(
+        "one call, naming the token by the SHA-256 of its signing input",
+        (shas == [hex::encode(Sha256::digest(signing_input.as_bytes()))])
+            .then_some(())
+            .ok_or(format!("token_sha256 values sent: {shas:?}")),
     );
     checks.finish();
 }
@@ -498,6 +564,60 @@ fn openfga_dialect_against_its_check_api() {
     checks.check(
         "allowed: false",
         error_reply(&get(&gw, "/v1/other", &ivan), 403, "forbidden").map(|_| ()),
+    );
+    checks.finish();
+}
+
+#[test]
+fn paused_requests_are_bounded_per_worker() {
+    let stub = AuthzStub::start(AuthzMode::Delay(
+        Duration::from_millis(1_500),
+        Box::new(allow_with_tenant()),
+    ));
+    let mut config = plugin(enterprise(json!({"timeout_ms": 5000})));
+    config["limits"] = json!({"max_paused_requests": 2});
+    let gw = gateway(&config, stub.port());
+    let url = gw.url("/v1/x");
+    let waiting: Vec<_> = ["amy", "bob"]
+        .into_iter()
+        .map(|subject| {
+            let (url, bearer) = (url.clone(), token(subject));
+            std::thread::spawn(move || Req::get(url).bearer(&bearer).send())
+        })
+        .collect();
+    // Both are paused on their calls before the third arrives.
+    let started = Instant::now();
+    while stub.request_count() < 2 && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let third = get(&gw, "/v1/x", &token("cat"));
+    let mut checks = Checks::new();
+    checks.check(
+        "beyond the bound: 503 overloaded at once, with Retry-After",
+        error_reply(&third, 503, "overloaded").and_then(|_| {
+            (third.header("retry-after") == Some("1"))
+                .then_some(())
+                .ok_or(format!("{third}"))
+        }),
+    );
+    for (i, handle) in waiting.into_iter().enumerate() {
+        let reply = handle
+            .join()
+            .unwrap_or_else(|_| panic!("client thread failed"));
+        checks.check(
+            &format!("paused request {i} is answered normally"),
+            expect::allowed(&reply),
+        );
+    }
+    checks.check(
+        "once they are answered there is room again",
+        expect::allowed(&get(&gw, "/v1/x", &token("cat"))),
+    );
+    checks.check(
+        "authgate.overloaded counted once",
+        (gw.envoy.stat("authgate.overloaded") == 1)
+            .then_some(())
+            .ok_or(format!("{}", gw.envoy.stat("authgate.overloaded"))),
     );
     checks.finish();
 }

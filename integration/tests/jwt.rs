@@ -540,6 +540,46 @@ fn requests_without_a_credential() {
             Err(format!("{method:?}"))
         },
     );
+    let valid = token(FixtureKey::Rsa1, corp_claims("alice"));
+    let reply = Req::options(gw.url("/api/items"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .bearer(&valid)
+        .header("cookie", "sid=secret")
+        .send();
+    checks.check(
+        "a preflight passes, without the credentials it should not carry",
+        expect::allowed(&reply)
+            .and_then(|()| expect::upstream_header(&reply, "authorization", None))
+            .and_then(|()| expect::upstream_header(&reply, "cookie", None))
+            .and_then(|()| expect::upstream_header(&reply, "x-auth-subject", None)),
+    );
+    for (label, origin, method) in [
+        ("an empty Origin", "", "POST"),
+        (
+            "an empty Access-Control-Request-Method",
+            "https://app.example.com",
+            " ",
+        ),
+    ] {
+        let reply = Req::options(gw.url("/api/items"))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .send();
+        checks.check(
+            &format!("OPTIONS with {label} is no preflight"),
+            expect::unauthenticated(&reply, &authority),
+        );
+    }
+    let reply = Req::options(gw.url("/api/items"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .body("smuggled")
+        .send();
+    checks.check(
+        "OPTIONS with a body is no preflight",
+        expect::unauthenticated(&reply, &authority),
+    );
     let reply = Req::options(gw.url("/api/items"))
         .header("origin", "https://app.example.com")
         .send();
@@ -617,6 +657,17 @@ fn token_from_cookie_or_custom_header() {
     checks.check(
         "cookie: subject",
         expect::upstream_header(&reply, "x-auth-subject", Some("alice")),
+    );
+    checks.check(
+        "forward false: only the token's cookie is taken out",
+        expect::upstream_header(&reply, "cookie", Some("theme=dark; lang=en")),
+    );
+    let reply = Req::get(gw.url("/api/a"))
+        .header("cookie", &format!("session={valid}"))
+        .send();
+    checks.check(
+        "forward false: a Cookie header left empty is removed",
+        expect::allowed(&reply).and_then(|()| expect::upstream_header(&reply, "cookie", None)),
     );
 
     let reply = Req::get(gw.url("/api/a")).header("x-token", &valid).send();
@@ -791,5 +842,40 @@ fn claim_headers_and_subject_claims() {
             );
         }
     }
+    checks.finish();
+}
+
+#[test]
+fn every_key_under_a_duplicate_kid_is_tried() {
+    let mut provider = local_provider(&[]);
+    let shared_kid = |key: FixtureKey| {
+        let mut jwk = key.public_jwk();
+        jwk["kid"] = json!("shared");
+        jwk
+    };
+    provider["local_jwks"] =
+        json!({"keys": [shared_kid(FixtureKey::Rsa1), shared_kid(FixtureKey::Rsa2)]});
+    let gw = local_gateway(&corp_config(provider));
+    let mut checks = Checks::new();
+    let signed = |key: FixtureKey| {
+        TokenBuilder::new(key)
+            .kid(Some("shared"))
+            .claims(corp_claims("alice"))
+            .sign()
+    };
+    for (key, label) in [(FixtureKey::Rsa1, "first"), (FixtureKey::Rsa2, "second")] {
+        let reply = Req::get(gw.url("/api/a")).bearer(&signed(key)).send();
+        checks.check(
+            &format!("a token signed by the {label} key under the kid passes"),
+            expect::allowed(&reply),
+        );
+    }
+    let reply = Req::get(gw.url("/api/a"))
+        .bearer(&signed(FixtureKey::Rsa3))
+        .send();
+    checks.check(
+        "a key not published under the kid does not",
+        expect::invalid_token(&reply),
+    );
     checks.finish();
 }

@@ -185,6 +185,23 @@ fn agents_see_the_reauth_url_and_reauth_restores_the_same_token() {
     checks.finish();
 }
 
+/// The status of error-shaped session replies (README "Session-expired replies").
+const ERROR_STATUS: u16 = 403;
+
+/// OpenAI's error object, carrying the re-auth URL, at a status no client retries.
+fn openai_error(reply: &Reply) -> expect::Check {
+    let body = reply.json().unwrap_or_default();
+    (reply.status == ERROR_STATUS
+        && body["error"]["code"] == "session_expired"
+        && body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(FALLBACK_URL))
+        && reply.header("x-should-retry") == Some("false")
+        && reply.header("content-type") == Some("application/json"))
+    .then_some(())
+    .ok_or(format!("{reply}"))
+}
+
 fn sse_events(reply: &Reply) -> Vec<Value> {
     reply
         .body
@@ -269,40 +286,50 @@ fn expired_jwts_get_the_shape_of_each_route() {
         .header("content-type", "application/json")
         .body("{\"model\": \"gpt\", \"stream\": tru")
         .send();
-    let body = reply.json().unwrap_or_default();
     checks.check(
-        "malformed body: a non-streaming reply with the default model",
-        (reply.status == 200 && body["object"] == "chat.completion" && body["model"] == "authgate")
-            .then_some(())
-            .ok_or(format!("{reply}")),
+        "malformed body: OpenAI's error object with the URL, not to be retried",
+        openai_error(&reply),
     );
 
-    let prompt = "x".repeat(300 * 1024);
-    let big = json!({"model": "gpt-big", "stream": true,
-                     "messages": [{"role": "user", "content": prompt}]});
-    let reply = Req::post(gw.url("/v1/chat/completions"))
-        .bearer(&token)
-        .header("accept", "text/event-stream")
-        .json(&big)
-        .send();
-    checks.check(
-        "oversized body: not read; Accept decides streaming, default model",
-        (reply.status == 200
-            && reply.header("content-type") == Some("text/event-stream")
-            && sse_events(&reply)[0]["model"] == "authgate")
+    // A long agent session's body, `stream` last, far past Envoy's default buffer limits.
+    let prompt = "x\"}]{[ ".repeat(8 << 17);
+    let big = json!({"model": "gpt-big", "messages": [{"role": "user", "content": prompt}],
+                     "stream": true});
+    for accept in [None, Some("text/event-stream")] {
+        let mut request = Req::post(gw.url("/v1/chat/completions")).bearer(&token);
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let reply = request.json(&big).send();
+        checks.check(
+            &format!("an 8 MiB body (Accept {accept:?}) is read: the stream it asked for"),
+            (reply.status == 200
+                && reply.header("content-type") == Some("text/event-stream")
+                && sse_events(&reply)
+                    .first()
+                    .is_some_and(|e| e["model"] == "gpt-big"))
             .then_some(())
-            .ok_or(format!("{}", reply.status)),
-    );
-    let reply = Req::post(gw.url("/v1/chat/completions"))
+            .ok_or(format!(
+                "{} {}",
+                reply.status,
+                &reply.body[..reply.body.len().min(300)]
+            )),
+        );
+    }
+    let anthropic_big = json!({"model": "claude-big", "max_tokens": 10,
+                               "messages": [{"role": "user", "content": "y".repeat(3 << 20)}],
+                               "stream": true});
+    let reply = Req::post(gw.url("/anthropic/v1/messages"))
         .bearer(&token)
-        .json(&big)
+        .json(&anthropic_big)
         .send();
     checks.check(
-        "oversized body without Accept: a plain chat.completion",
+        "a 3 MiB Anthropic body: the message_start names its model",
         (reply.status == 200
-            && reply
-                .json()
-                .is_some_and(|b| b["object"] == "chat.completion"))
+            && reply.body.starts_with("event: message_start")
+            && sse_events(&reply)
+                .first()
+                .is_some_and(|e| e["message"]["model"] == "claude-big"))
         .then_some(())
         .ok_or(format!("{}", reply.status)),
     );
@@ -324,29 +351,33 @@ fn without_the_companion_replies_are_built_at_the_headers() {
     let token = expired_jwt();
     let body = json!({"model": "gpt-5", "stream": true, "messages": []});
     let mut checks = Checks::new();
-    let reply = Req::post(gw.url("/v1/chat/completions"))
+    for accept in [None, Some("text/event-stream")] {
+        let mut request = Req::post(gw.url("/v1/chat/completions")).bearer(&token);
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let reply = request.json(&body).send();
+        checks.check(
+            &format!("the body is not read (Accept {accept:?}): OpenAI's error object"),
+            openai_error(&reply),
+        );
+    }
+    let reply = Req::post(gw.url("/anthropic/v1/messages"))
         .bearer(&token)
-        .json(&body)
+        .json(&json!({"model": "claude-x", "max_tokens": 10, "stream": true, "messages": []}))
         .send();
+    let body = reply.json().unwrap_or_default();
     checks.check(
-        "the body is not read: a plain chat.completion with the default model",
-        (reply.status == 200
-            && reply
-                .json()
-                .is_some_and(|b| b["object"] == "chat.completion" && b["model"] == "authgate"))
+        "anthropic route: Anthropic's error object with the URL, not to be retried",
+        (reply.status == ERROR_STATUS
+            && body["type"] == "error"
+            && body["error"]["type"] == "permission_error"
+            && body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(FALLBACK_URL))
+            && reply.header("x-should-retry") == Some("false"))
         .then_some(())
         .ok_or(format!("{reply}")),
-    );
-    let reply = Req::post(gw.url("/v1/chat/completions"))
-        .bearer(&token)
-        .header("accept", "text/event-stream")
-        .json(&body)
-        .send();
-    checks.check(
-        "Accept: text/event-stream still gets the stream",
-        (reply.status == 200 && reply.body.ends_with("data: [DONE]\n\n"))
-            .then_some(())
-            .ok_or(format!("{reply}")),
     );
     checks.check(
         "nothing reached the upstream",

@@ -55,6 +55,14 @@ pub(crate) mod raw {
         pub client_ip: Option<ClientIp>,
         pub enterprise: Option<Enterprise>,
         pub paths: Option<Paths>,
+        #[serde(default)]
+        pub limits: Limits,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Limits {
+        pub max_paused_requests: Option<usize>,
     }
 
     #[derive(Deserialize, Default)]
@@ -95,7 +103,14 @@ pub struct Config {
     pub enterprise: Option<Enterprise>,
     /// How request paths are normalised before rules see them.
     pub paths: Paths,
+    /// Requests one VM keeps paused (waiting for keys or an authorization answer) at once;
+    /// beyond it a request is answered 503 `overloaded` at once.
+    pub max_paused_requests: usize,
 }
+
+/// Paused requests per VM unless `limits.max_paused_requests` says otherwise: far above what
+/// one worker's keys fetch or authorization call ever holds, far below what exhausts its memory.
+const DEFAULT_MAX_PAUSED_REQUESTS: usize = 1024;
 
 /// What a plugin instance is: the gate itself, or the companion that holds requests the gate
 /// marked (see `Session::hold_companion`).
@@ -302,6 +317,16 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         client_ip: ClientIpSource::compile(raw.client_ip)?,
         enterprise,
         paths: Paths::compile(raw.paths),
+        max_paused_requests: match raw.limits.max_paused_requests {
+            None => DEFAULT_MAX_PAUSED_REQUESTS,
+            Some(n @ 1..=65_536) => n,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "limits.max_paused_requests",
+                    "must be between 1 and 65536",
+                ))
+            }
+        },
     })
 }
 

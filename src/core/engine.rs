@@ -36,8 +36,7 @@ pub enum Step {
     Continue {
         remove: Vec<String>,
         add: Rc<Vec<(String, String)>>,
-        /// The `:path` to send upstream, when it is not the client's (normalised).
-        path: Option<String>,
+        rewrite: Rewrite,
     },
     /// Answer the request with this reply.
     Respond(Reply),
@@ -47,6 +46,16 @@ pub enum Step {
     CallAuthz(Box<AuthzCall>),
     /// Answer with an LLM-shaped session-expired reply once the request body is in.
     SessionReply(Box<LlmReply>),
+}
+
+/// What this request, and no other sharing its decision, changes on its way upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The `:path` to send upstream, when it is not the client's (normalised).
+    pub path: Option<String>,
+    /// The `Cookie` header to send upstream (empty: none), when a credential cookie that must
+    /// not be forwarded is taken out of it.
+    pub cookie: Option<String>,
 }
 
 /// A call to the authorization service, and what the paused request needs once it is answered.
@@ -74,8 +83,7 @@ pub struct Pending {
     /// token is real, so its deny counts as a failed attempt (guessing agent tokens must back
     /// off like guessing keys).
     pub backoff_client: Option<ClientSlot>,
-    /// The normalised `:path` to send upstream, when it differs from the client's.
-    pub upstream_path: Option<String>,
+    pub rewrite: Rewrite,
 }
 
 /// What the service's answer (or its absence) came to, shared by every request that waited.
@@ -175,13 +183,21 @@ pub fn decide(
         return respond(replies::health(), "health check".to_string());
     }
     if config.cors_bypass_preflight && is_preflight(request) {
-        return pass(
+        // Browsers send no credentials with a preflight: any that came is not forwarded.
+        let mut decision = pass(
             config,
             request,
             None,
             Rc::default(),
             "cors preflight passed".to_string(),
         );
+        if let Step::Continue { remove, .. } = &mut decision.step {
+            remove.extend(config.credential_header_names.iter().cloned());
+            remove.push("cookie".to_string());
+            remove.sort();
+            remove.dedup();
+        }
+        return decision;
     }
     let Some(rule) = config.rules.iter().find(|rule| rule_matches(rule, request)) else {
         metrics.increment(Metric::Denied);
@@ -278,7 +294,7 @@ struct Gate {
 enum Outcome {
     Valid {
         identity: Rc<Identity>,
-        strip_header: Option<String>,
+        strip: Option<Strip>,
         log: String,
     },
     Invalid(Failure),
@@ -332,13 +348,13 @@ impl Run<'_, '_> {
             match self.check(candidate) {
                 Outcome::Valid {
                     identity,
-                    strip_header,
+                    strip,
                     log,
                 } => {
                     let valid = Valid {
                         kind: candidate.kind(),
                         identity,
-                        strip_header,
+                        strip,
                         log,
                         secret,
                     };
@@ -410,7 +426,7 @@ impl Run<'_, '_> {
                 match keys.check(presented.value, self.ctx.now_s()) {
                     Ok(key) => Outcome::Valid {
                         identity: Rc::clone(&key.identity),
-                        strip_header: (!keys.forward).then(|| presented.header.to_string()),
+                        strip: (!keys.forward).then(|| Strip::Header(presented.header.to_string())),
                         log: self.note(|| format!("allow api_key id={} key={fp}", key.id)),
                     },
                     Err(error) => Outcome::Invalid(Failure::ApiKey(error)),
@@ -418,7 +434,7 @@ impl Run<'_, '_> {
             }
             Candidate::OpaqueToken(found) if self.config.enterprise.is_some() => Outcome::Valid {
                 identity: Rc::new(Identity::opaque(&self.config.identity_prefix)),
-                strip_header: found.header.map(str::to_string),
+                strip: Strip::of(found),
                 log: self.note(|| format!("agent token={fp}")),
             },
             Candidate::OpaqueToken(_) => Outcome::Invalid(Failure::OpaqueUndecidable),
@@ -456,15 +472,13 @@ impl Run<'_, '_> {
         };
         match verdict {
             Ok(Verdict::Valid(identity)) => {
-                let strip_header = match candidate {
-                    Candidate::Jwt { found, .. } if !provider.forward => {
-                        found.header.map(str::to_string)
-                    }
+                let strip = match candidate {
+                    Candidate::Jwt { found, .. } if !provider.forward => Strip::of(found),
                     _ => None,
                 };
                 Outcome::Valid {
                     identity,
-                    strip_header,
+                    strip,
                     log: self.note(|| format!("allow jwt provider={} token={fp}", provider.name)),
                 }
             }
@@ -514,7 +528,7 @@ impl Run<'_, '_> {
         pass(
             self.config,
             self.request,
-            valid.strip_header.as_deref(),
+            valid.strip.as_ref(),
             Rc::clone(&valid.identity.headers),
             valid.log,
         )
@@ -539,7 +553,7 @@ impl Run<'_, '_> {
             request.path(),
             client_ip.filter(|_| enterprise.sends_client_ip()),
         );
-        let remove = removals(self.config, request, valid.strip_header.as_deref());
+        let remove = removals(self.config, request, valid.strip.as_ref());
         let lookup = self.state.decisions.get(&key, self.ctx.now_ms);
         // The warm path: a cached allow needs nothing else built.
         if let Lookup::Fresh(Decided::Allow { add, names }) = &lookup {
@@ -558,7 +572,7 @@ impl Run<'_, '_> {
                 step: Step::Continue {
                     remove,
                     add: Rc::clone(add),
-                    path: request.upstream_path().map(str::to_string),
+                    rewrite: rewrite(request, valid.strip.as_ref()),
                 },
                 log,
             };
@@ -579,7 +593,7 @@ impl Run<'_, '_> {
                 Kind::OpaqueToken => self.gate.client.as_ref().map(|(slot, _)| *slot),
                 _ => None,
             },
-            upstream_path: request.upstream_path().map(str::to_string),
+            rewrite: rewrite(request, valid.strip.as_ref()),
         };
         if let Lookup::Fresh(decided) = lookup {
             self.metrics.increment(Metric::AuthzCacheHit);
@@ -728,11 +742,28 @@ impl Run<'_, '_> {
     }
 }
 
+/// Where a credential that must not go upstream came in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Strip {
+    Header(String),
+    Cookie(String),
+}
+
+impl Strip {
+    fn of(found: &credentials::Found<'_>) -> Option<Strip> {
+        match (found.header, found.cookie) {
+            (Some(header), _) => Some(Strip::Header(header.to_string())),
+            (None, Some(cookie)) => Some(Strip::Cookie(cookie.to_string())),
+            (None, None) => None,
+        }
+    }
+}
+
 /// A credential that passed its local check.
 struct Valid<'s> {
     kind: Kind,
     identity: Rc<Identity>,
-    strip_header: Option<String>,
+    strip: Option<Strip>,
     log: String,
     /// The credential as presented (hashed only where a hash is needed).
     secret: &'s str,
@@ -894,7 +925,7 @@ pub fn resolve(
         Step::Continue {
             remove,
             add,
-            path: pending.upstream_path.clone(),
+            rewrite: pending.rewrite.clone(),
         }
     };
     let marked = |base: &[(String, String)], names: &[String], mark: &str| {
@@ -1032,27 +1063,38 @@ fn respond(reply: Reply, log: String) -> Decision {
 fn pass(
     config: &Config,
     request: &Request<'_>,
-    credential_header: Option<&str>,
+    strip: Option<&Strip>,
     add: Rc<Vec<(String, String)>>,
     log: String,
 ) -> Decision {
     Decision {
         step: Step::Continue {
-            remove: removals(config, request, credential_header),
+            remove: removals(config, request, strip),
             add,
-            path: request.upstream_path().map(str::to_string),
+            rewrite: rewrite(request, strip),
         },
         log,
     }
 }
 
+/// The normalised path, and the `Cookie` header without a credential cookie not forwarded.
+fn rewrite(request: &Request<'_>, strip: Option<&Strip>) -> Rewrite {
+    Rewrite {
+        path: request.upstream_path().map(str::to_string),
+        cookie: match strip {
+            Some(Strip::Cookie(name)) => Some(request.cookies_without(name)),
+            _ => None,
+        },
+    }
+}
+
 /// Every name authgate or the service may set upstream, in any spelling the client used, and
 /// (unless forwarded) the credential's header.
-fn removals(
-    config: &Config,
-    request: &Request<'_>,
-    credential_header: Option<&str>,
-) -> Vec<String> {
+fn removals(config: &Config, request: &Request<'_>, strip: Option<&Strip>) -> Vec<String> {
+    let credential_header = match strip {
+        Some(Strip::Header(name)) => Some(name.as_str()),
+        _ => None,
+    };
     let mut remove: Vec<String> = request
         .headers()
         .map(|(name, _)| name)
@@ -1064,8 +1106,12 @@ fn removals(
     remove
 }
 
+/// A CORS preflight as browsers send it (Fetch standard §4.8): `OPTIONS` with a non-empty
+/// `Origin` and `Access-Control-Request-Method`, and no body.
 fn is_preflight(request: &Request<'_>) -> bool {
+    let present = |name| request.header(name).is_some_and(|v| !v.trim().is_empty());
     request.method() == "OPTIONS"
-        && request.header("origin").is_some()
-        && request.header("access-control-request-method").is_some()
+        && request.has_no_body()
+        && present("origin")
+        && present("access-control-request-method")
 }

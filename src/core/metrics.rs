@@ -38,10 +38,11 @@ pub enum Metric {
     SessionExpiredBrowser,
     SessionExpiredOpenAi,
     SessionExpiredAnthropic,
+    Overloaded,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 35] = [
+    pub const ALL: [Metric; 36] = [
         Metric::Allowed,
         Metric::Denied,
         Metric::DeniedMissingCredential,
@@ -77,6 +78,7 @@ impl Metric {
         Metric::SessionExpiredBrowser,
         Metric::SessionExpiredOpenAi,
         Metric::SessionExpiredAnthropic,
+        Metric::Overloaded,
     ];
 
     pub fn name(self) -> &'static str {
@@ -116,6 +118,7 @@ impl Metric {
             Metric::SessionExpiredBrowser => "authgate.session_expired.browser",
             Metric::SessionExpiredOpenAi => "authgate.session_expired.openai",
             Metric::SessionExpiredAnthropic => "authgate.session_expired.anthropic",
+            Metric::Overloaded => "authgate.overloaded",
         }
     }
 

@@ -9,6 +9,8 @@ pub struct Request<'a> {
     normalised_path: OnceCell<String>,
     /// The `:path` the request must go upstream with, when it differs from the client's.
     upstream_path: OnceCell<String>,
+    /// The headers ended the stream: the request has no body (unknown: assume one may follow).
+    ends_at_headers: bool,
 }
 
 /// The downstream address: given, or looked up from the host the first time it is needed (most
@@ -26,7 +28,19 @@ impl<'a> Request<'a> {
             source: Source::Unknown,
             normalised_path: OnceCell::new(),
             upstream_path: OnceCell::new(),
+            ends_at_headers: false,
         }
+    }
+
+    /// Whether the headers ended the stream (Envoy's `end_of_stream`).
+    pub fn with_end_of_stream(mut self, end_of_stream: bool) -> Self {
+        self.ends_at_headers = end_of_stream;
+        self
+    }
+
+    /// True only when the host said the headers ended the stream.
+    pub fn has_no_body(&self) -> bool {
+        self.ends_at_headers
     }
 
     /// The downstream connection's address (`ip:port`); the shell reads it only when the
@@ -130,6 +144,23 @@ impl<'a> Request<'a> {
     }
 }
 
+impl Request<'_> {
+    /// The `Cookie` header without any cookie called `name` (several `cookie` headers joined):
+    /// empty when no other cookie is left.
+    pub fn cookies_without(&self, name: &str) -> String {
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == "cookie")
+            .flat_map(|(_, v)| v.split(';'))
+            .map(str::trim)
+            .filter(|pair| {
+                !pair.is_empty() && pair.split_once('=').map_or(*pair, |(n, _)| n).trim() != name
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// Owned header pairs as the slices [`Request::new`] takes (for tools and tests).
 pub fn borrow_pairs(owned: &[(String, String)]) -> Vec<(&str, &str)> {
     owned
@@ -149,5 +180,21 @@ mod tests {
         assert_eq!(r.path(), "/a/b");
         assert_eq!(r.cookie("session"), Some("tok"));
         assert_eq!(r.cookie("sess"), None);
+    }
+
+    #[test]
+    fn a_cookie_is_removed_from_every_cookie_header_and_the_rest_kept() {
+        let h = [
+            ("cookie", "a=1; session=tok; b=2"),
+            ("cookie", "session=again;c=3"),
+        ];
+        let r = Request::new(&h);
+        assert_eq!(r.cookies_without("session"), "a=1; b=2; c=3");
+        assert_eq!(
+            r.cookies_without("a"),
+            "session=tok; b=2; session=again; c=3"
+        );
+        let only = [("cookie", " session=tok ")];
+        assert_eq!(Request::new(&only).cookies_without("session"), "");
     }
 }

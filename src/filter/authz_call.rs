@@ -87,6 +87,11 @@ impl AuthzCalls {
         self.inflight.is_empty()
     }
 
+    /// Requests waiting for an answer, over all calls.
+    pub fn waiting(&self) -> usize {
+        self.inflight.values().map(|call| call.waiters.len()).sum()
+    }
+
     /// Calls past their deadline (removed), and the keys of orphaned calls to make again.
     pub fn sweep(&mut self, now_ms: u64) -> (Vec<(DecisionKey, Inflight)>, Vec<DecisionKey>) {
         let expired: Vec<DecisionKey> = self

@@ -96,6 +96,11 @@ pub fn request_body(size: usize) -> Option<Vec<u8>> {
         .flatten()
 }
 
+/// Drops the first `size` bytes of the buffered request body (scanned, never forwarded).
+pub fn clear_request_body(size: usize) {
+    let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, &[]);
+}
+
 /// Whether the request has this header (its value is never read: it may not be UTF-8).
 pub fn has_request_header(name: &str) -> bool {
     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).is_ok_and(|v| v.is_some())

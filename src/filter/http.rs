@@ -8,6 +8,7 @@ use proxy_wasm::types::Action;
 
 use crate::core::engine::Step;
 use crate::core::replies;
+use crate::core::replies::body_scan::BodyFacts;
 use crate::filter::authz_call::Owner;
 use crate::filter::host;
 use crate::filter::vm::{apply_headers, Vm};
@@ -39,13 +40,17 @@ impl HttpContext for AuthHttp {
         };
         let vm = vm.as_ref();
         let headers = host::request_header_block();
-        let Some(decision) = vm.decide(&headers, true) else {
+        let Some(decision) = vm.decide(&headers, true, end_of_stream) else {
             // State busy means re-entrancy we did not expect: fail closed, visibly.
             host::send_reply(&replies::jwks_unavailable(None));
             return Action::Pause;
         };
         let step = match decision.step {
             Step::WaitForKeys { provider } => {
+                if !vm.room_to_pause(headers.len()) {
+                    host::send_reply(&replies::overloaded(None));
+                    return Action::Pause;
+                }
                 vm.add_waiter(self.context_id, provider, headers);
                 return self.pause(vm, end_of_stream);
             }
@@ -56,7 +61,7 @@ impl HttpContext for AuthHttp {
                 }
             }
             Step::SessionReply(reply) if end_of_stream => {
-                host::send_reply(&reply.build(None));
+                host::send_reply(&reply.build(&BodyFacts::NotJson));
                 return Action::Pause;
             }
             Step::SessionReply(reply) => {
@@ -71,8 +76,12 @@ impl HttpContext for AuthHttp {
             other => other,
         };
         match step {
-            Step::Continue { remove, add, path } => {
-                apply_headers(&remove, &add, path.as_deref());
+            Step::Continue {
+                remove,
+                add,
+                rewrite,
+            } => {
+                apply_headers(&remove, &add, &rewrite);
                 Action::Continue
             }
             Step::Respond(reply) => {

@@ -10,16 +10,17 @@ use crate::core::authz::decision_cache::DecisionKey;
 use crate::core::authz::AuthzError;
 use crate::core::config::{Config, HELD_PATH, HOLD_HEADER};
 use crate::core::engine::{
-    self, AuthzCall, Context, Decision, Effects, Pending, Resolution, State, Step,
+    self, AuthzCall, Context, Decision, Effects, Pending, Resolution, Rewrite, State, Step,
 };
 use crate::core::header_pairs;
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::policy::backoff::SharedStore;
 use crate::core::replies;
+use crate::core::replies::body_scan::BodyFacts;
 use crate::core::replies::llm::LlmReply;
 use crate::core::request::Request;
 use crate::filter::authz_call::{AuthzCalls, Inflight, Owner};
-use crate::filter::body_wait::{BodyRead, BodyWait};
+use crate::filter::body_wait::{BodyWait, Consume};
 use crate::filter::counters::Counters;
 use crate::filter::{hold, host};
 
@@ -32,6 +33,10 @@ const DEBUG_LEVEL_REFRESH_MS: u64 = 1_000;
 /// Slack beyond an authorization call's timeout before its waiters are answered regardless
 /// (Envoy answers a timed-out call itself; this only covers a call that vanished).
 const AUTHZ_SLACK_MS: u64 = 1_000;
+
+/// Header bytes one VM keeps for requests waiting for keys: Envoy allows header blocks up to
+/// 8 MiB, so a count alone would not bound the memory.
+const MAX_WAITING_HEADER_BYTES: usize = 16 << 20;
 
 pub struct Vm {
     pub config: Config,
@@ -102,7 +107,13 @@ impl Vm {
 
     /// Decides for a request, given its serialized headers. Never holds a borrow across a host
     /// call that acts on a stream.
-    pub fn decide(&self, header_block: &[u8], may_wait: bool) -> Option<Decision> {
+    /// `end_of_stream`: the headers ended the request (no body follows).
+    pub fn decide(
+        &self,
+        header_block: &[u8],
+        may_wait: bool,
+        end_of_stream: bool,
+    ) -> Option<Decision> {
         // A block the host garbled reads as no headers: with no `:path` the core refuses it (400).
         let pairs = header_pairs::decode(header_block).unwrap_or_default();
         let headers = header_pairs::as_strs(&pairs);
@@ -116,10 +127,11 @@ impl Vm {
             log,
         };
         let lookup = host::source_address;
+        let request = Request::new(headers).with_end_of_stream(end_of_stream);
         let request = if self.config.needs_client_ip() {
-            Request::new(headers).with_source_lookup(&lookup)
+            request.with_source_lookup(&lookup)
         } else {
-            Request::new(headers)
+            request
         };
         let effects = Effects {
             metrics: &mut &self.counters,
@@ -142,6 +154,25 @@ impl Vm {
         let enabled = host::debug_enabled();
         self.debug.set((enabled, now_ms));
         enabled
+    }
+
+    /// Whether one more request (with this many header bytes kept) may pause in this VM.
+    /// Beyond `limits.max_paused_requests`, or the header bytes bound, it is refused (503).
+    pub fn room_to_pause(&self, header_bytes: usize) -> bool {
+        let (waiting, bytes) = match self.waiters.try_borrow() {
+            Ok(waiters) => (
+                waiters.len(),
+                waiters.iter().map(|w| w.header_block.len()).sum::<usize>(),
+            ),
+            Err(_) => return false,
+        };
+        let in_calls = self.authz.try_borrow().map_or(usize::MAX, |c| c.waiting());
+        let room = waiting.saturating_add(in_calls) < self.config.max_paused_requests
+            && bytes.saturating_add(header_bytes) <= MAX_WAITING_HEADER_BYTES;
+        if !room {
+            self.count(Metric::Overloaded);
+        }
+        room
     }
 
     pub fn add_waiter(&self, context_id: u32, provider: usize, header_block: Vec<u8>) {
@@ -200,7 +231,7 @@ impl Vm {
             Err(_) => return,
         };
         for waiter in ready {
-            let Some(decision) = self.decide(&waiter.header_block, false) else {
+            let Some(decision) = self.decide(&waiter.header_block, false, false) else {
                 continue;
             };
             // An authorization call is made from the root context, which outlives the request.
@@ -226,6 +257,15 @@ impl Vm {
     /// answer; Some: answer it now (the call could not be made).
     pub fn start_authz(&self, context_id: u32, call: AuthzCall, owner: Owner) -> Option<Decision> {
         let AuthzCall { key, body, pending } = call;
+        if !self.room_to_pause(0) {
+            return Some(Decision {
+                step: Step::Respond(replies::overloaded(pending.hints.request_id.as_deref())),
+                log: format!(
+                    "overloaded: too many paused requests {}",
+                    pending.credential
+                ),
+            });
+        }
         let joined = match self.authz.try_borrow_mut() {
             Ok(mut calls) => calls.join(&key, context_id, pending.clone()),
             Err(_) => false,
@@ -418,26 +458,47 @@ impl Vm {
     /// Body progress of a paused request (its own callback): sends a reply that waited for it,
     /// and says whether it did.
     pub fn body_progress(&self, context_id: u32, size: usize, complete: bool) -> bool {
-        self.send_if_ready(|bodies| bodies.progress(context_id, size, complete))
+        if let Ok(mut bodies) = self.bodies.try_borrow_mut() {
+            bodies.arrived(context_id, size, complete);
+        }
+        self.send_if_ready(context_id)
     }
 
     /// The request's trailers came while it was paused: its body is complete.
     pub fn body_finished(&self, context_id: u32) -> bool {
-        self.send_if_ready(|bodies| bodies.finish(context_id))
+        if let Ok(mut bodies) = self.bodies.try_borrow_mut() {
+            bodies.finished(context_id);
+        }
+        self.send_if_ready(context_id)
     }
 
-    /// Sends the reply `step` finds due, if any; says whether it did.
-    fn send_if_ready(
-        &self,
-        step: impl FnOnce(&mut BodyWait) -> Option<(LlmReply, BodyRead)>,
-    ) -> bool {
+    /// For a request whose session reply is due: scans what its body buffered and drops it,
+    /// then sends the reply if the body has ended. Says whether it sent it.
+    fn send_if_ready(&self, context_id: u32) -> bool {
+        let consume = match self.bodies.try_borrow() {
+            Ok(bodies) => bodies.consume(context_id),
+            Err(_) => return false,
+        };
+        let scanned = match consume {
+            Consume::Keep => None,
+            Consume::ScanAndDrop(size) => Some(host::request_body(size).unwrap_or_default()),
+            Consume::Drop(_) => Some(Vec::new()),
+        };
+        if let Consume::ScanAndDrop(size) | Consume::Drop(size) = consume {
+            host::clear_request_body(size);
+        }
         let ready = match self.bodies.try_borrow_mut() {
-            Ok(mut bodies) => step(&mut bodies),
+            Ok(mut bodies) => {
+                if consume != Consume::Keep {
+                    bodies.consumed(context_id, scanned.as_deref());
+                }
+                bodies.take_ready(context_id)
+            }
             Err(_) => None,
         };
         match ready {
-            Some((reply, read)) => {
-                send_llm_reply(&reply, read);
+            Some((reply, facts)) => {
+                host::send_reply(&reply.build(&facts));
                 true
             }
             None => false,
@@ -446,16 +507,15 @@ impl Vm {
 
     /// A session reply that reads the body: sent now if the body is in. Else, with a companion,
     /// the request is marked and handed on to it (`resume`: the request is paused here) and the
-    /// reply goes when the body is in; without one, it goes now, built without the body.
+    /// reply goes when the body has ended; without one, it goes now, built without the body.
     /// Returns whether the request was handed on.
     pub fn reply_after_body(&self, context_id: u32, reply: LlmReply, resume: bool) -> bool {
         let remove = reply.remove.clone();
-        let ready = match self.bodies.try_borrow_mut() {
+        match self.bodies.try_borrow_mut() {
             Ok(mut bodies) => bodies.offer(context_id, reply),
             Err(_) => return false,
-        };
-        if let Some((reply, read)) = ready {
-            send_llm_reply(&reply, read);
+        }
+        if self.send_if_ready(context_id) {
             return false;
         }
         // Only a companion that registered in this VM can hold the request; even so, the marked
@@ -465,7 +525,11 @@ impl Vm {
             let mut remove = remove;
             remove.extend(self.config.credential_header_names.iter().cloned());
             let mark = [(HOLD_HEADER.to_string(), "1".to_string())];
-            apply_headers(&remove, &mark, Some(HELD_PATH));
+            let held = Rewrite {
+                path: Some(HELD_PATH.to_string()),
+                cookie: None,
+            };
+            apply_headers(&remove, &mark, &held);
             if resume {
                 host::resume_request();
             }
@@ -477,7 +541,7 @@ impl Vm {
             .ok()
             .and_then(|mut bodies| bodies.take(context_id));
         if let Some(reply) = due {
-            send_llm_reply(&reply, BodyRead::Skip);
+            host::send_reply(&reply.build(&BodyFacts::Unread));
         }
         false
     }
@@ -499,8 +563,12 @@ impl Vm {
     /// Carries out a step for a paused request; the effective context is already that request.
     fn execute_paused(&self, context_id: u32, step: Step, request_id: Option<&str>) {
         match step {
-            Step::Continue { remove, add, path } => {
-                apply_headers(&remove, &add, path.as_deref());
+            Step::Continue {
+                remove,
+                add,
+                rewrite,
+            } => {
+                apply_headers(&remove, &add, &rewrite);
                 host::resume_request();
             }
             Step::Respond(reply) => host::send_reply(&reply),
@@ -525,22 +593,19 @@ fn decision_request_id(decision: &Decision) -> Option<String> {
     }
 }
 
-fn send_llm_reply(reply: &LlmReply, read: BodyRead) {
-    let body = match read {
-        BodyRead::Read(size) => host::request_body(size),
-        BodyRead::Skip => None,
-    };
-    host::send_reply(&reply.build(body.as_deref()));
-}
-
-pub fn apply_headers(remove: &[String], add: &[(String, String)], path: Option<&str>) {
+pub fn apply_headers(remove: &[String], add: &[(String, String)], rewrite: &Rewrite) {
     for name in remove {
         host::remove_request_header(name);
     }
     for (name, value) in add {
         host::set_request_header(name, value);
     }
-    if let Some(path) = path {
+    if let Some(path) = &rewrite.path {
         host::set_request_header(":path", path);
+    }
+    match rewrite.cookie.as_deref() {
+        Some("") => host::remove_request_header("cookie"),
+        Some(cookie) => host::set_request_header("cookie", cookie),
+        None => {}
     }
 }

@@ -167,7 +167,9 @@ fn decide(config: &Config, state: &mut State, token: &str, args: &[String], now_
         (":authority", host),
         ("authorization", bearer.as_str()),
     ];
-    let request = Request::new(&headers).with_source_address(Some("127.0.0.1:1"));
+    let request = Request::new(&headers)
+        .with_source_address(Some("127.0.0.1:1"))
+        .with_end_of_stream(true);
     if let Some(index) = authgate::core::policy::rules::matching_rule(&config.rules, &request) {
         println!("  rule: rules[{index}] matches {method} {host}{path}");
     }

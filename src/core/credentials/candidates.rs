@@ -152,6 +152,7 @@ fn agent_token<'a>(request: &Request<'a>) -> Option<Found<'a>> {
         .map(|(token, header)| Found {
             token,
             header: Some(header),
+            cookie: None,
         })
 }
 

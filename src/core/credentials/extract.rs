@@ -3,11 +3,12 @@
 use crate::core::jwt::provider::Provider;
 use crate::core::request::Request;
 
-/// A token and the header it came in (None for cookies), so `forward: false` can remove it.
+/// A token and the header or cookie it came in, so `forward: false` can remove it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found<'a> {
     pub token: &'a str,
     pub header: Option<&'a str>,
+    pub cookie: Option<&'a str>,
 }
 
 pub fn find_token<'a>(provider: &'a Provider, request: &Request<'a>) -> Option<Found<'a>> {
@@ -28,16 +29,18 @@ pub fn find_token<'a>(provider: &'a Provider, request: &Request<'a>) -> Option<F
             return Some(Found {
                 token,
                 header: Some(source.name.as_str()),
+                cookie: None,
             });
         }
     }
     provider
         .from_cookies
         .iter()
-        .filter_map(|name| request.cookie(name))
-        .find(|token| !token.is_empty())
-        .map(|token| Found {
+        .filter_map(|name| Some((name, request.cookie(name)?)))
+        .find(|(_, token)| !token.is_empty())
+        .map(|(name, token)| Found {
             token,
             header: None,
+            cookie: Some(name.as_str()),
         })
 }

@@ -81,7 +81,10 @@ pub fn verify(
     let mut identity = Identity::from_jwt(check.identity_prefix, provider, &verified.claims);
     identity.expires_at_s = expires_after;
     if check.hash_credential {
-        identity.credential_sha256 = Some(Sha256::digest(token.as_bytes()).into());
+        // The signing input, not the whole token: an ECDSA signature has two valid encodings
+        // (high and low S), and one token must have one identity at the service.
+        let signing_input = token.rsplit_once('.').map_or(token, |(input, _)| input);
+        identity.credential_sha256 = Some(Sha256::digest(signing_input.as_bytes()).into());
     }
     let identity = Rc::new(identity);
     tokens.insert(

@@ -51,18 +51,23 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
-/// Scopes from a space-delimited string (`scope`, RFC 8693) or an array claim (`scp`).
+/// Scopes from a space-delimited string (`scope`, RFC 8693) or an array claim (`scp`). An entry
+/// with a control character (a NUL Envoy would refuse in a header) is no scope or role: dropped.
 pub fn string_list(value: Option<&Value>) -> Vec<String> {
-    match value {
-        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+    let words: Vec<&str> = match value {
+        Some(Value::String(s)) => s.split_whitespace().collect(),
         Some(Value::Array(items)) => items
             .iter()
             .filter_map(|v| v.as_str())
             .flat_map(|s| s.split_whitespace())
-            .map(str::to_string)
             .collect(),
         _ => Vec::new(),
-    }
+    };
+    words
+        .into_iter()
+        .filter(|word| !word.chars().any(char::is_control))
+        .map(str::to_string)
+        .collect()
 }
 
 impl Identity {
@@ -140,5 +145,9 @@ mod tests {
         assert_eq!(string_list(Some(&json!(["a", "b c"]))), vec!["a", "b", "c"]);
         assert!(string_list(Some(&json!(5))).is_empty());
         assert!(string_list(None).is_empty());
+        assert_eq!(
+            string_list(Some(&json!(["admin\u{0}", "user"]))),
+            vec!["user"]
+        );
     }
 }

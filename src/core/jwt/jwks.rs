@@ -114,12 +114,15 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    pub fn by_kid(&self, kid: &str) -> Option<&Key> {
-        self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))
+    /// Every key published under `kid` (usually one).
+    pub fn with_kid<'s>(&'s self, kid: &'s str) -> impl Iterator<Item = &'s Key> + 's {
+        self.keys
+            .iter()
+            .filter(move |k| k.kid.as_deref() == Some(kid))
     }
 
     pub fn has_kid(&self, kid: &str) -> bool {
-        self.by_kid(kid).is_some()
+        self.with_kid(kid).next().is_some()
     }
 }
 

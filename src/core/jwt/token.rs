@@ -202,11 +202,20 @@ fn verify_signature(inspected: &Inspected<'_>, keys: &KeySet) -> Result<(), JwtE
     let alg = inspected.alg;
     let verifies = |key| alg::verify(alg, key, inspected.signed_data, &inspected.signature);
     if let Some(kid) = inspected.kid() {
-        let key = keys.by_kid(kid).ok_or(JwtError::UnknownKid)?;
-        if !key.allows(alg) {
+        // A JWKS may list several keys under one `kid` (during a rotation, or one per
+        // algorithm): each is tried, as RFC 7517 §4.5 leaves `kid` unique only by convention.
+        let mut with_kid = keys.with_kid(kid).peekable();
+        if with_kid.peek().is_none() {
+            return Err(JwtError::UnknownKid);
+        }
+        let mut usable = with_kid.filter(|key| key.allows(alg)).peekable();
+        if usable.peek().is_none() {
             return Err(JwtError::AlgNotAllowedForKey);
         }
-        return verifies(key).then_some(()).ok_or(JwtError::BadSignature);
+        return usable
+            .any(verifies)
+            .then_some(())
+            .ok_or(JwtError::BadSignature);
     }
     let mut tried = 0;
     for key in keys
@@ -380,5 +389,42 @@ mod tests {
         }
         let json_cty = format!("{}.{claims}.c2ln", part(r#"{"alg":"RS256","cty":"json"}"#));
         assert!(inspect(&json_cty).is_ok());
+    }
+
+    #[test]
+    fn every_key_under_a_duplicate_kid_is_tried() {
+        use jwt_compact::alg::{Hs256, Hs256Key};
+        use jwt_compact::{Algorithm, AlgorithmSignature};
+        let secret = |s: &str| URL_SAFE_NO_PAD.encode(s.repeat(4));
+        let keys = KeySet::parse(
+            format!(
+                r#"{{"keys":[{{"kty":"oct","kid":"k","k":"{}"}},{{"kty":"oct","kid":"k","k":"{}"}}]}}"#,
+                secret("first-secret"),
+                secret("second-secret")
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let part = |json: &str| URL_SAFE_NO_PAD.encode(json);
+        let signed = |kid: &str, key: &str| {
+            let signed = format!(
+                "{}.{}",
+                part(&format!(r#"{{"alg":"HS256","kid":"{kid}"}}"#)),
+                part(r#"{"iss":"https://idp"}"#)
+            );
+            let signature = Hs256.sign(&Hs256Key::new(key.repeat(4)), signed.as_bytes());
+            format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.as_bytes()))
+        };
+        let check = |token: &str| verify_signature(&inspect(token).unwrap(), &keys);
+        assert_eq!(check(&signed("k", "second-secret")), Ok(()));
+        assert_eq!(check(&signed("k", "first-secret")), Ok(()));
+        assert_eq!(
+            check(&signed("k", "other-secret")),
+            Err(JwtError::BadSignature)
+        );
+        assert_eq!(
+            check(&signed("x", "first-secret")),
+            Err(JwtError::UnknownKid)
+        );
     }
 }

@@ -1,15 +1,20 @@
-//! Session-expired replies shaped as an LLM's answer, so a coding agent shows its user the
-//! re-auth message instead of failing on a 401: OpenAI chat completions, completions and
-//! responses, and Anthropic messages, each streaming (SSE) or not, as the request asked.
+//! Session-expired replies a coding agent shows its user. Where the request body was read: a
+//! "sandbox" answer shaped as the model's (OpenAI chat completions, completions and responses,
+//! Anthropic messages), streaming (SSE) or not as the body asked, whose text is the re-auth
+//! message. Where it was not (no companion, or a body that is not JSON): the API's own error
+//! object with that message, at a status no client retries, which every SDK raises whatever the
+//! request asked for.
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::core::replies::body_scan::BodyFacts;
 use crate::core::replies::Reply;
 
-/// Bodies up to this size are read for `model` and `stream`; past it the reply is built from
-/// `Accept` and defaults (an agent's prompt can be large; the reply must not wait or buffer for it).
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// The status of the error-shaped reply. See README "Session-expired replies": of the statuses
+/// the official SDKs and the agent CLIs neither retry nor treat as "log in again here", this is
+/// the one each of them shows with the message.
+pub const ERROR_STATUS: u16 = 403;
 
 /// The model named when the request's body could not be read.
 pub const DEFAULT_MODEL: &str = "authgate";
@@ -31,8 +36,6 @@ pub struct LlmReply {
     pub text: String,
     pub reauth_url: Option<String>,
     pub request_id: Option<String>,
-    /// The request's `Accept` asked for `text/event-stream`: the answer when the body is unread.
-    pub stream_hint: bool,
     pub now_s: i64,
     /// Headers to remove when the request is handed to the `body_hold` companion to wait for
     /// its body (credentials and identity: nothing of them may travel further).
@@ -47,27 +50,24 @@ struct Asked {
 }
 
 impl LlmReply {
-    /// The reply for this request. `body` is None when it was too large to read; a body that is
-    /// not JSON (or not an object) is read as asking for nothing in particular.
-    pub fn build(&self, body: Option<&[u8]>) -> Reply {
-        let parsed: Option<Value> = body.and_then(|b| serde_json::from_slice(b).ok());
+    /// The reply for this request, given what its body said.
+    pub fn build(&self, facts: &BodyFacts) -> Reply {
+        let BodyFacts::Json {
+            model,
+            stream,
+            include_usage,
+        } = facts
+        else {
+            return self.error();
+        };
         let asked = Asked {
-            model: parsed
-                .as_ref()
-                .and_then(|v| v.get("model"))
-                .and_then(Value::as_str)
+            model: model
+                .as_deref()
                 .map(clean_model)
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| DEFAULT_MODEL.to_string()),
-            stream: match parsed.as_ref().and_then(|v| v.get("stream")) {
-                Some(value) => value.as_bool() == Some(true),
-                None => body.is_none() && self.stream_hint,
-            },
-            include_usage: parsed
-                .as_ref()
-                .and_then(|v| v.pointer("/stream_options/include_usage"))
-                .and_then(Value::as_bool)
-                == Some(true),
+            stream: *stream == Some(true),
+            include_usage: *include_usage,
         };
         let id = self.id_suffix();
         let body = match (self.shape, asked.stream) {
@@ -89,6 +89,32 @@ impl LlmReply {
         if asked.stream {
             headers.push(("cache-control".to_string(), "no-cache".to_string()));
         }
+        self.reply(self.status, headers, body)
+    }
+
+    /// The API's error object with the message: OpenAI's `{"error": {...}}` or Anthropic's
+    /// `{"type": "error", ...}`. `x-should-retry: false` tells the OpenAI and Anthropic SDKs
+    /// not to retry whatever the status.
+    fn error(&self) -> Reply {
+        let body = match self.shape {
+            Shape::AnthropicMessages => json!({
+                "type": "error",
+                "error": {"type": "permission_error", "message": self.text},
+                "request_id": self.request_id,
+            }),
+            _ => json!({
+                "error": {"message": self.text, "type": "invalid_request_error",
+                          "param": null, "code": "session_expired"}
+            }),
+        };
+        let headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-should-retry".to_string(), "false".to_string()),
+        ];
+        self.reply(ERROR_STATUS, headers, body.to_string())
+    }
+
+    fn reply(&self, status: u16, mut headers: Vec<(String, String)>, body: String) -> Reply {
         if let Some(url) = &self.reauth_url {
             headers.push(("x-auth-reauth-url".to_string(), url.clone()));
         }
@@ -96,7 +122,7 @@ impl LlmReply {
             headers.push(("x-request-id".to_string(), id.chars().take(256).collect()));
         }
         Reply {
-            status: self.status,
+            status,
             headers,
             body,
         }
@@ -367,6 +393,7 @@ fn clean_model(model: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::replies::body_scan::scan;
 
     fn reply(shape: Shape) -> LlmReply {
         LlmReply {
@@ -375,7 +402,6 @@ mod tests {
             text: "Open https://sso.example.com/re?c=1 to sign in again.".to_string(),
             reauth_url: Some("https://sso.example.com/re?c=1".to_string()),
             request_id: Some("rid".to_string()),
-            stream_hint: false,
             now_s: 1_900_000_000,
             remove: Vec::new(),
         }
@@ -392,11 +418,11 @@ mod tests {
     #[test]
     fn chat_completion_echoes_the_model_and_streams_when_asked() {
         let r = reply(Shape::OpenAiChat);
-        let plain = r.build(Some(br#"{"model": "gpt-5", "messages": []}"#));
+        let plain = r.build(&scan(br#"{"model": "gpt-5", "messages": []}"#));
         let body: Value = serde_json::from_str(&plain.body).unwrap();
         assert_eq!(body["model"], "gpt-5");
         assert_eq!(body["choices"][0]["message"]["content"], r.text);
-        let stream = r.build(Some(br#"{"model": "gpt-5", "stream": true}"#));
+        let stream = r.build(&scan(br#"{"model": "gpt-5", "stream": true}"#));
         assert!(stream.body.ends_with("data: [DONE]\n\n"));
         let text: String = data_lines(&stream.body)
             .iter()
@@ -413,37 +439,36 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_bodies_fall_back_to_defaults_and_the_accept_hint() {
-        let mut r = reply(Shape::AnthropicMessages);
-        let body: Value = serde_json::from_str(&r.build(Some(b"{not json")).body).unwrap();
-        assert_eq!(body["model"], DEFAULT_MODEL);
-        assert_eq!(body["content"][0]["text"], r.text);
-        r.stream_hint = true;
-        let too_big = r.build(None);
-        let kinds: Vec<&str> = too_big
-            .body
-            .lines()
-            .filter_map(|l| l.strip_prefix("event: "))
-            .collect();
-        assert_eq!(
-            kinds,
-            [
-                "message_start",
-                "content_block_start",
-                "content_block_delta",
-                "content_block_stop",
-                "message_delta",
-                "message_stop"
-            ]
-        );
-        // A readable body that does not ask to stream wins over the hint.
-        assert!(r.build(Some(b"{}")).body.starts_with('{'));
+    fn unread_or_unreadable_bodies_get_the_apis_error_object() {
+        let anthropic = reply(Shape::AnthropicMessages);
+        for facts in [BodyFacts::Unread, BodyFacts::NotJson] {
+            let out = anthropic.build(&facts);
+            assert_eq!(out.status, ERROR_STATUS);
+            let body: Value = serde_json::from_str(&out.body).unwrap();
+            assert_eq!(body["type"], "error");
+            assert_eq!(body["error"]["type"], "permission_error");
+            assert_eq!(body["error"]["message"], anthropic.text);
+            assert!(out
+                .headers
+                .contains(&("x-should-retry".into(), "false".into())));
+        }
+        let openai = reply(Shape::OpenAiResponses).build(&BodyFacts::Unread);
+        let body: Value = serde_json::from_str(&openai.body).unwrap();
+        assert_eq!(body["error"]["code"], "session_expired");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("https://sso.example.com/re?c=1"));
+        // A readable body that does not ask to stream gets the plain sandbox answer.
+        let plain = anthropic.build(&scan(b"{}"));
+        assert_eq!(plain.status, 200);
+        assert!(plain.body.starts_with('{'));
     }
 
     #[test]
     fn hostile_model_names_stay_inside_the_json() {
         let r = reply(Shape::OpenAiResponses);
-        let out = r.build(Some(
+        let out = r.build(&scan(
             "{\"model\": \"m\\n\\ndata: [DONE]\", \"stream\": true}".as_bytes(),
         ));
         for event in data_lines(&out.body) {

@@ -86,8 +86,6 @@ pub struct Hints {
     pub path: String,
     pub host: String,
     pub request_id: Option<String>,
-    /// `Accept` names `text/event-stream`.
-    pub event_stream: bool,
     /// `Accept` names `text/html` and not JSON: a browser navigating.
     pub html: bool,
 }
@@ -100,7 +98,6 @@ impl Hints {
             path: request.path().to_string(),
             host: request.authority().to_string(),
             request_id: request.request_id().map(str::to_string),
-            event_stream: accept.contains("text/event-stream"),
             html: accept.contains("text/html") && !accept.contains("json"),
         }
     }
@@ -171,7 +168,6 @@ pub fn expired_reply(
                 text: replies::session_message(session, url),
                 reauth_url: url.map(replies::sanitize),
                 request_id: hints.request_id.clone(),
-                stream_hint: hints.event_stream,
                 now_s,
                 remove: Vec::new(),
             }))
@@ -208,7 +204,6 @@ mod tests {
             method: method.to_string(),
             path: path.to_string(),
             html: accept.contains("text/html") && !accept.contains("json"),
-            event_stream: accept.contains("text/event-stream"),
             ..Hints::default()
         }
     }

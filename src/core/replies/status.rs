@@ -145,6 +145,21 @@ pub fn jwks_unavailable(request_id: Option<&str>) -> Reply {
     )
 }
 
+/// Too many requests are already paused in this worker (waiting for keys or an authorization
+/// answer): refused at once rather than held without bound.
+pub fn overloaded(request_id: Option<&str>) -> Reply {
+    let mut reply = json_reply(
+        503,
+        json!({"error": "overloaded",
+               "message": "the gateway has too many requests waiting for authorization; retry shortly"}),
+        request_id,
+    );
+    reply
+        .headers
+        .push(("retry-after".to_string(), "1".to_string()));
+    reply
+}
+
 /// The filter has no valid configuration: fail closed, and say so.
 pub fn not_configured() -> Reply {
     json_reply(
