@@ -115,3 +115,14 @@ fn api_key_rule_without_keys_and_backoff_typo() {
     config["failed_auth_backoff"] = json!({"after_failure": 5});
     assert_refused(&config.to_string(), &["failed_auth_backoff.after_failure"]);
 }
+
+#[test]
+fn a_role_hierarchy_with_a_cycle() {
+    assert_refused(
+        &with_provider_field(
+            "role_hierarchy",
+            json!({"owner": ["admin"], "admin": ["developer"], "developer": ["owner"]}),
+        ),
+        &["jwt_providers.corp.role_hierarchy", "cycle"],
+    );
+}

@@ -621,3 +621,30 @@ fn paused_requests_are_bounded_per_worker() {
     );
     checks.finish();
 }
+
+#[test]
+fn the_service_learns_the_effective_roles_of_a_hierarchy() {
+    let stub = AuthzStub::start(allow_with_tenant());
+    let mut config = plugin(enterprise(json!({})));
+    config["role_hierarchy"] = json!({"admin": ["developer"], "developer": ["viewer"]});
+    let gw = gateway(&config, stub.port());
+    let mut checks = Checks::new();
+    checks.check(
+        "allowed",
+        expect::allowed(&get(&gw, "/v1/x", &token("alice"))),
+    );
+    let body: Value = stub
+        .requests()
+        .first()
+        .and_then(|r| serde_json::from_str(&r.body).ok())
+        .unwrap_or_default();
+    checks.check(
+        "subject.roles as the token has them, subject.effective_roles with what they include",
+        (body["subject"]["roles"] == json!(["user", "admin"])
+            && body["subject"]["effective_roles"]
+                == json!(["user", "admin", "developer", "viewer"]))
+        .then_some(())
+        .ok_or(format!("{body}")),
+    );
+    checks.finish();
+}

@@ -80,3 +80,46 @@ fn scopes_and_roles_decide_after_the_token_is_valid() {
     assert_eq!(gw.envoy.stat("authgate.denied.insufficient_scope"), 2);
     checks.finish();
 }
+
+#[test]
+fn a_role_hierarchy_lets_higher_roles_meet_lower_requirements() {
+    let mut provider = local_provider(&[FixtureKey::Rsa1]);
+    provider["subject_claims"] = json!({"roles": "realm_access.roles", "scopes": "scp"});
+    let plugin = json!({
+        "jwt_providers": {"corp": provider},
+        "role_hierarchy": {"owner": ["admin"], "admin": ["developer"], "developer": ["viewer"]},
+        "rules": [
+            {"match": {"prefix": "/admin"}, "requires_any": ["jwt:corp"], "require_roles": ["admin"]},
+            {"match": {"prefix": "/dev"}, "requires_any": ["jwt:corp"], "require_roles": ["developer"]}
+        ]
+    });
+    let gw = Gateway::start(&plugin, authgate_integration::jwks(&[]));
+    let mut checks = Checks::new();
+    let developer = token(&["developer"], &[]);
+    let owner = token(&["owner"], &[]);
+    for round in 1..=2 {
+        checks.check(
+            &format!("round {round}: a developer on an admin rule is 403"),
+            error_reply(
+                &Req::get(gw.url("/admin/x")).bearer(&developer).send(),
+                403,
+                "forbidden",
+            )
+            .map(|_| ()),
+        );
+        let reply = Req::get(gw.url("/dev/x")).bearer(&owner).send();
+        checks.check(
+            &format!("round {round}: an owner meets a developer rule"),
+            expect::allowed(&reply),
+        );
+        checks.check(
+            &format!("round {round}: the identity header keeps the token's own roles"),
+            expect::upstream_header(&reply, "x-auth-roles", Some("owner")),
+        );
+        checks.check(
+            &format!("round {round}: an owner meets an admin rule"),
+            expect::allowed(&Req::get(gw.url("/admin/x")).bearer(&owner).send()),
+        );
+    }
+    checks.finish();
+}

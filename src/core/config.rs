@@ -10,6 +10,7 @@ use crate::core::jwt::provider::{compile_provider, Provider};
 use crate::core::policy::backoff::Backoff;
 use crate::core::policy::client_ip::ClientIpSource;
 use crate::core::policy::paths::Paths;
+use crate::core::policy::roles::RoleHierarchy;
 use crate::core::policy::rules::{compile_rule, Credentials, Rule};
 use crate::core::replies::session::{compile_session, Session};
 use crate::core::syntax::{folded_header_name, folded_starts_with, is_header_name};
@@ -57,6 +58,7 @@ pub(crate) mod raw {
         pub paths: Option<Paths>,
         #[serde(default)]
         pub limits: Limits,
+        pub role_hierarchy: Option<BTreeMap<String, Vec<String>>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -208,9 +210,18 @@ fn strip_serde_position(message: &str) -> String {
 }
 
 fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
+    let role_hierarchy = raw
+        .role_hierarchy
+        .map(|raw| RoleHierarchy::compile("role_hierarchy", raw))
+        .transpose()?;
     let mut providers = Vec::with_capacity(raw.jwt_providers.len());
     for (name, provider) in raw.jwt_providers {
-        providers.push(compile_provider(name, provider)?);
+        let mut provider = compile_provider(name, provider)?;
+        // A provider's own hierarchy replaces the top-level one.
+        if provider.role_hierarchy.is_none() {
+            provider.role_hierarchy.clone_from(&role_hierarchy);
+        }
+        providers.push(provider);
     }
     let identity_prefix = raw
         .identity_headers

@@ -8,6 +8,9 @@ pub struct Identity {
     pub headers: Rc<Vec<(String, String)>>,
     pub scopes: Vec<String>,
     pub roles: Vec<String>,
+    /// With a `role_hierarchy`: the roles and every role they include (what rules check);
+    /// None without one. Identity headers keep the token's own roles.
+    pub effective_roles: Option<Vec<String>>,
     /// For the authorization service: `sub` or the API key's id, the email, the issuer.
     pub subject: Option<String>,
     pub email: Option<String>,
@@ -53,6 +56,7 @@ impl Identity {
             headers: Rc::new(headers),
             scopes: scopes.to_vec(),
             roles: Vec::new(),
+            effective_roles: None,
             subject: Some(id.to_string()),
             email: None,
             issuer: None,

@@ -255,7 +255,7 @@ impl Enterprise {
 
     /// The JSON body of the call.
     pub fn request_body(&self, call: &CallInput<'_>) -> Vec<u8> {
-        let body = match &self.dialect {
+        let mut body = match &self.dialect {
             Dialect::Authgate => json!({
                 "user_email": call.email(),
                 "client_ip": call.client_ip.map(|ip| ip.to_string()),
@@ -286,6 +286,15 @@ impl Enterprise {
                 body
             }
         };
+        // With a role hierarchy the service also learns what the roles include.
+        if let (Dialect::Authgate, Some(effective)) = (
+            &self.dialect,
+            call.identity.and_then(|i| i.effective_roles.as_ref()),
+        ) {
+            if let Some(subject) = body.get_mut("subject").and_then(Value::as_object_mut) {
+                subject.insert("effective_roles".to_string(), json!(effective));
+            }
+        }
         body.to_string().into_bytes()
     }
 

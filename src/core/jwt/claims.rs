@@ -97,10 +97,15 @@ impl Identity {
                 headers.push((header.clone(), value));
             }
         }
+        let effective_roles = provider
+            .role_hierarchy
+            .as_ref()
+            .map(|hierarchy| hierarchy.effective(&roles));
         Identity {
             headers: Rc::new(headers),
             scopes,
             roles,
+            effective_roles,
             subject,
             email,
             issuer: Some(provider.issuer.clone()),

@@ -1,6 +1,7 @@
 //! A JWT provider's configuration: issuer, audiences, where its keys come from (inline or a remote
 //! JWKS), where its tokens arrive, and which claims become identity headers.
 
+use crate::core::policy::roles::RoleHierarchy;
 use serde_json::Value;
 
 use crate::core::config_error::ConfigError;
@@ -35,6 +36,7 @@ pub mod raw {
         pub claim_to_headers: Vec<ClaimToHeader>,
         #[serde(default)]
         pub subject_claims: SubjectClaims,
+        pub role_hierarchy: Option<std::collections::BTreeMap<String, Vec<String>>>,
     }
 
     #[derive(Deserialize)]
@@ -84,6 +86,8 @@ pub struct Provider {
     pub forward: bool,
     pub claim_to_headers: Vec<(String, String)>,
     pub subject_claims: SubjectClaims,
+    /// The provider's own `role_hierarchy`, else the top-level one (filled in by the config).
+    pub role_hierarchy: Option<RoleHierarchy>,
 }
 
 #[derive(Debug)]
@@ -227,6 +231,10 @@ pub(crate) fn compile_provider(name: String, raw: raw::Provider) -> Result<Provi
             .scopes
             .unwrap_or_else(|| "scope".to_string()),
     };
+    let role_hierarchy = raw
+        .role_hierarchy
+        .map(|raw| RoleHierarchy::compile(&at("role_hierarchy"), raw))
+        .transpose()?;
     Ok(Provider {
         name,
         issuer: raw.issuer,
@@ -239,6 +247,7 @@ pub(crate) fn compile_provider(name: String, raw: raw::Provider) -> Result<Provi
         forward: raw.forward,
         claim_to_headers,
         subject_claims,
+        role_hierarchy,
     })
 }
 

@@ -21,7 +21,8 @@ pub fn check(rule: &Rule, identity: &Identity) -> Result<(), PolicyDenial> {
     if !scopes.is_empty() {
         return Err(PolicyDenial::MissingScopes(scopes));
     }
-    let roles = missing(&rule.require_roles, &identity.roles);
+    let held = identity.effective_roles.as_ref().unwrap_or(&identity.roles);
+    let roles = missing(&rule.require_roles, held);
     if !roles.is_empty() {
         return Err(PolicyDenial::MissingRoles(roles));
     }
