@@ -10,7 +10,7 @@ TOOLS := .tools
 # the SDK's defaults, so Envoy skips those calls on every request (tools/trim-exports).
 WASM := target/authgate.wasm
 CARGO_WASM := target/wasm32-wasip1/release/authgate.wasm
-UNUSED_CALLBACKS := proxy_on_response_headers proxy_on_response_body \
+UNUSED_CALLBACKS := proxy_on_response_body \
 	proxy_on_response_trailers proxy_on_log proxy_on_done
 TRIM := target/release/authgate-trim-exports
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
@@ -22,6 +22,10 @@ export AUTHGATE_NOOP_WASM := $(CURDIR)/$(NOOP_WASM)
 # The no-op filter with the same exports removed: the floor for a filter built like authgate.
 NOOP_TRIMMED_WASM := target/authgate_noop_filter.trimmed.wasm
 export AUTHGATE_NOOP_TRIMMED_WASM := $(CURDIR)/$(NOOP_TRIMMED_WASM)
+# The same without the response-headers export too: what exporting it (for evict_on_upstream)
+# costs a filter that returns at once.
+NOOP_NO_RESPONSE_WASM := target/authgate_noop_filter.no-response-headers.wasm
+export AUTHGATE_NOOP_NO_RESPONSE_WASM := $(CURDIR)/$(NOOP_NO_RESPONSE_WASM)
 
 .PHONY: setup build test test-core test-wasm test-integration validate run lint clean doctor wasm-sha256 \
 	bench bench-smoke fuzz fuzz-smoke soak noop-filter
@@ -51,6 +55,7 @@ noop-filter: setup
 	cargo build --release --target wasm32-wasip1 -p authgate-noop-filter
 	cargo build --release --quiet -p authgate-trim-exports
 	$(TRIM) $(NOOP_WASM) $(NOOP_TRIMMED_WASM) $(UNUSED_CALLBACKS)
+	$(TRIM) $(NOOP_WASM) $(NOOP_NO_RESPONSE_WASM) $(UNUSED_CALLBACKS) proxy_on_response_headers
 
 test: build test-core test-wasm validate test-integration bench-smoke
 

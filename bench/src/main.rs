@@ -150,6 +150,7 @@ struct Tools {
     authgate_wasm: PathBuf,
     noop_wasm: PathBuf,
     noop_trimmed_wasm: PathBuf,
+    noop_no_response_wasm: PathBuf,
     load: PathBuf,
     authz: PathBuf,
 }
@@ -171,11 +172,16 @@ impl Tools {
             "AUTHGATE_NOOP_TRIMMED_WASM",
             "target/authgate_noop_filter.trimmed.wasm",
         );
+        let noop_no_response_wasm = from_env(
+            "AUTHGATE_NOOP_NO_RESPONSE_WASM",
+            "target/authgate_noop_filter.no-response-headers.wasm",
+        );
         let tools = Tools {
             envoy: authgate_integration::envoy::envoy_bin(),
             authgate_wasm: authgate_integration::envoy::wasm_path(),
             noop_wasm,
             noop_trimmed_wasm,
+            noop_no_response_wasm,
             load: bin_dir.join("authgate-load"),
             authz: bin_dir.join("authgate-authz"),
         };
@@ -186,6 +192,10 @@ impl Tools {
             (
                 "the trimmed no-op filter (make noop-filter)",
                 &tools.noop_trimmed_wasm,
+            ),
+            (
+                "the no-op filter without response headers (make noop-filter)",
+                &tools.noop_no_response_wasm,
             ),
             ("authgate-load (cargo build -p authgate-bench)", &tools.load),
             (
@@ -662,6 +672,7 @@ fn run(args: &Args) -> Result<bool, String> {
         authgate_wasm: tools.authgate_wasm.clone(),
         noop_wasm: tools.noop_wasm.clone(),
         noop_trimmed_wasm: tools.noop_trimmed_wasm.clone(),
+        noop_no_response_wasm: tools.noop_no_response_wasm.clone(),
         authz_port: authz.port,
     };
     let mut variants = variants::all();

@@ -339,6 +339,14 @@ pub fn targets(
             "noop_host_calls",
             0.95,
         ),
+        // What exporting the response-headers callback (evict_on_upstream, off here) costs a
+        // filter that returns at once from it.
+        ratio_target(
+            "response-headers export (noop_wasm_trimmed)",
+            "noop_wasm_trimmed",
+            "noop_wasm_no_response_headers",
+            0.95,
+        ),
         ratio_target(
             "uncached RS256 (authgate_rs256)",
             "authgate_rs256",

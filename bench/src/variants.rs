@@ -17,6 +17,8 @@ pub struct Setup {
     pub noop_wasm: PathBuf,
     /// The no-op filter with the exports `make build` removes from authgate removed too.
     pub noop_trimmed_wasm: PathBuf,
+    /// That one without the response-headers export as well.
+    pub noop_no_response_wasm: PathBuf,
     /// The reference authorization service (for ext_authz and authgate enterprise).
     pub authz_port: u16,
 }
@@ -55,6 +57,7 @@ pub enum Kind {
     Direct,
     NoopWasm,
     NoopWasmTrimmed,
+    NoopWasmNoResponseHeaders,
     NoopHostCalls,
     JwtAuthn,
     JwtAuthnCached,
@@ -117,6 +120,15 @@ pub fn all() -> Vec<Variant> {
             Kind::NoopWasmTrimmed,
             "noop_wasm_trimmed",
             "b2. no-op filter, same unused exports removed",
+            RepeatedRs256,
+            200,
+            None,
+            false,
+        ),
+        v(
+            Kind::NoopWasmNoResponseHeaders,
+            "noop_wasm_no_response_headers",
+            "b4. b2 without the response-headers export",
             RepeatedRs256,
             200,
             None,
@@ -242,6 +254,9 @@ impl Variant {
             Kind::Direct => vec![],
             Kind::NoopWasm => vec![wasm_filter("noop", &setup.noop_wasm, "")],
             Kind::NoopWasmTrimmed => vec![wasm_filter("noop", &setup.noop_trimmed_wasm, "")],
+            Kind::NoopWasmNoResponseHeaders => {
+                vec![wasm_filter("noop", &setup.noop_no_response_wasm, "")]
+            }
             Kind::NoopHostCalls => {
                 vec![wasm_filter("noop", &setup.noop_trimmed_wasm, "host_calls")]
             }
@@ -406,6 +421,7 @@ mod tests {
             authgate_wasm: "/a.wasm".into(),
             noop_wasm: "/n.wasm".into(),
             noop_trimmed_wasm: "/t.wasm".into(),
+            noop_no_response_wasm: "/r.wasm".into(),
             authz_port: 9,
         };
         let variants = all();

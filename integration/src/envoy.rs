@@ -276,6 +276,11 @@ impl Envoy {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The admin interface's base URL (`http://127.0.0.1:<port>`).
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
     /// GET on the admin interface.
     pub fn admin_get(&self, path: &str) -> Reply {
         Req::get(format!("http://{}{}", self.admin, path)).send()

@@ -1,6 +1,8 @@
 //! Echo upstream: answers every request `200` with JSON
 //! `{"method": …, "path": …, "headers": {lowercase name: value}, "body": …}`, so tests can assert
-//! on the headers authgate added or removed. Repeated headers are joined with `,`.
+//! on the headers authgate added or removed. Repeated headers are joined with `,`. A query
+//! parameter `upstream_status=N` makes it answer with status N instead (an upstream that stopped
+//! accepting a credential).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +58,16 @@ fn echo(req: Incoming) -> Outgoing {
             })
             .or_insert(value);
     }
+    let status = req
+        .url
+        .split_once('?')
+        .and_then(|(_, query)| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("upstream_status="))
+        })
+        .and_then(|status| status.parse().ok())
+        .unwrap_or(200);
     let body = json!({"method": req.method, "path": req.url, "headers": headers, "body": req.body});
-    Outgoing::json(200, body.to_string())
+    Outgoing::json(status, body.to_string())
 }

@@ -278,3 +278,109 @@ fn probe_authz_checks_the_answer_and_its_shape() {
     );
     checks.finish();
 }
+
+#[test]
+fn info_reads_a_running_gateways_stats() {
+    use authgate_integration::{Gateway, JwksStub, Req};
+    let stub = AuthzStub::start(AuthzMode::Json(
+        json!({"authorized": true, "cache_ttl_s": 60}),
+    ));
+    let mut config = corp_config(remote_provider(600));
+    config["rules"] = json!([{"match": {"prefix": "/"}, "requires_any": ["jwt:corp"],
+                              "enterprise": true}]);
+    config["enterprise"] = json!({"cluster": "authz", "authority": "authz.internal"});
+    let gw = Gateway::start_with(&config, JwksStub::start(jwks(&[FixtureKey::Rsa1])), |c| {
+        c.cluster("authz", stub.port())
+    });
+    let token = TokenBuilder::new(FixtureKey::Rsa1)
+        .claims(corp_claims("alice"))
+        .sign();
+    let mut checks = Checks::new();
+    for _ in 0..3 {
+        let reply = Req::get(gw.url("/x")).bearer(&token).send();
+        checks.check(
+            "allowed",
+            (reply.status == 200)
+                .then_some(())
+                .ok_or(format!("{reply}")),
+        );
+    }
+    for _ in 0..2 {
+        let reply = Req::get(gw.url("/x")).send();
+        checks.check(
+            "refused",
+            (reply.status == 401)
+                .then_some(())
+                .ok_or(format!("{reply}")),
+        );
+    }
+    // Histograms reach the admin API on Envoy's stats flush (1 s in the harness).
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    let admin = gw.envoy.admin_url();
+    let run = doctor(&["info", "--admin", &admin, "--interval", "0.2"], None);
+    let out = &run.stdout;
+    let line = |start: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or("")
+            .to_string()
+    };
+    let words = |l: String| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    checks.check("exit 0", (run.code == 0).then_some(()).ok_or(out.clone()));
+    checks.check(
+        "totals",
+        (line("requests:") == "requests: 3 allowed, 2 denied in all")
+            .then_some(())
+            .ok_or(out.clone()),
+    );
+    checks.check(
+        "token cache: one verification, two hits",
+        line("token cache:")
+            .starts_with("token cache: 66.7% of 3 lookups hit; 1 tokens held")
+            .then_some(())
+            .ok_or(out.clone()),
+    );
+    checks.check(
+        "decision cache: one call, two hits",
+        line("decision cache:")
+            .starts_with("decision cache: 66.7% of 3 lookups hit; 1 decisions held")
+            .then_some(())
+            .ok_or(out.clone()),
+    );
+    checks.check(
+        "missing credentials are expected denials, counted with their rate now",
+        (words(line("denied.missing_credential")) == ["denied.missing_credential", "2", "0.0/s"])
+            .then_some(())
+            .ok_or(out.clone()),
+    );
+    checks.check(
+        "no faults",
+        (words(line("denied.authorization_unavailable"))
+            == ["denied.authorization_unavailable", "0", "0.0/s"])
+        .then_some(())
+        .ok_or(out.clone()),
+    );
+    let age: Option<u64> = line("keys: provider corp: fetched")
+        .split_whitespace()
+        .nth(4)
+        .and_then(|s| s.parse().ok());
+    checks.check(
+        "the key fetch's age",
+        age.is_some_and(|a| a < 30).then_some(()).ok_or(out.clone()),
+    );
+    checks.check(
+        "authorization latency percentiles",
+        line("authorization service latency:")
+            .contains("p50 ")
+            .then_some(())
+            .ok_or(out.clone()),
+    );
+    let run = doctor(&["info", "--admin", "http://127.0.0.1:1"], None);
+    checks.check(
+        "an unreachable admin address: exit 1 with the reason",
+        (run.code == 1 && run.stdout.contains("cannot read"))
+            .then_some(())
+            .ok_or(run.stdout.clone()),
+    );
+    checks.finish();
+}

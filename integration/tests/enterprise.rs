@@ -648,3 +648,64 @@ fn the_service_learns_the_effective_roles_of_a_hierarchy() {
     );
     checks.finish();
 }
+
+#[test]
+fn an_upstream_refusal_evicts_the_credentials_cached_decisions_on_every_worker() {
+    let stub = AuthzStub::start(allow_with_tenant());
+    let config = plugin(enterprise(json!({
+        "cache": {"allow_ttl_s": 60, "deny_ttl_s": 1, "evict_on_upstream": [401, 403]}
+    })));
+    let gw = Gateway::start_with(
+        &config,
+        JwksStub::start(authgate_integration::jwks(&[])),
+        |c| c.cluster("authz", stub.port()).concurrency(2),
+    );
+    let (alice, bob) = (token("alice"), token("bob"));
+    let mut checks = Checks::new();
+    // Each request on a new connection: both workers see both tokens and cache their allows.
+    let warm = |who: &str| {
+        (0..24)
+            .map(|_| get(&gw, "/v1/x", who).status)
+            .filter(|status| *status == 200)
+            .count()
+    };
+    checks.check(
+        "warm-up allowed",
+        (warm(&alice) == 24 && warm(&bob) == 24)
+            .then_some(())
+            .ok_or("a warm-up request failed".to_string()),
+    );
+    let calls = stub.request_count();
+    checks.check(
+        "each worker asked once per token",
+        (calls == 4).then_some(()).ok_or(format!("{calls} calls")),
+    );
+    let refused = get(&gw, "/v1/x?upstream_status=401", &alice);
+    checks.check(
+        "the upstream's 401 reaches the client",
+        (refused.status == 401)
+            .then_some(())
+            .ok_or(format!("{refused}")),
+    );
+    // Other workers apply the eviction on their next tick.
+    std::thread::sleep(Duration::from_millis(400));
+    warm(&alice);
+    warm(&bob);
+    let after = stub.request_count();
+    checks.check(
+        "alice is asked about again on both workers; bob still rides the cache",
+        (after == calls + 2)
+            .then_some(())
+            .ok_or(format!("{calls} calls before, {after} after")),
+    );
+    checks.check(
+        "counted",
+        (gw.envoy.stat("authgate.authz_evicted_upstream") == 1)
+            .then_some(())
+            .ok_or(format!(
+                "{}",
+                gw.envoy.stat("authgate.authz_evicted_upstream")
+            )),
+    );
+    checks.finish();
+}

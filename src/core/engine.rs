@@ -37,6 +37,9 @@ pub enum Step {
         remove: Vec<String>,
         add: Rc<Vec<(String, String)>>,
         rewrite: Rewrite,
+        /// The credential whose enterprise decision let the request through, when the upstream's
+        /// answer may evict it (`enterprise.cache.evict_on_upstream`).
+        watch: Option<TokenHash>,
     },
     /// Answer the request with this reply.
     Respond(Reply),
@@ -84,6 +87,8 @@ pub struct Pending {
     /// off like guessing keys).
     pub backoff_client: Option<ClientSlot>,
     pub rewrite: Rewrite,
+    /// The credential's SHA-256 (signing input for a JWT): cached decisions are filed under it.
+    pub credential_hash: TokenHash,
 }
 
 /// What the service's answer (or its absence) came to, shared by every request that waited.
@@ -573,6 +578,7 @@ impl Run<'_, '_> {
                     remove,
                     add: Rc::clone(add),
                     rewrite: rewrite(request, valid.strip.as_ref()),
+                    watch: (!enterprise.evict_on_upstream.is_empty()).then_some(hash),
                 },
                 log,
             };
@@ -594,6 +600,7 @@ impl Run<'_, '_> {
                 _ => None,
             },
             rewrite: rewrite(request, valid.strip.as_ref()),
+            credential_hash: hash,
         };
         if let Lookup::Fresh(decided) = lookup {
             self.metrics.increment(Metric::AuthzCacheHit);
@@ -857,9 +864,13 @@ pub fn complete_authz(
         }
     };
     if ttl_s > 0 {
-        state
-            .decisions
-            .insert(*key, decided.clone(), ttl_s.saturating_mul(1000), now_ms);
+        state.decisions.insert(
+            *key,
+            leader.credential_hash,
+            decided.clone(),
+            ttl_s.saturating_mul(1000),
+            now_ms,
+        );
     }
     Resolution::Decided(decided)
 }
@@ -922,10 +933,15 @@ pub fn resolve(
                 remove.push(name.clone());
             }
         }
+        let watched = config
+            .enterprise
+            .as_ref()
+            .is_some_and(|e| !e.evict_on_upstream.is_empty());
         Step::Continue {
             remove,
             add,
             rewrite: pending.rewrite.clone(),
+            watch: watched.then_some(pending.credential_hash),
         }
     };
     let marked = |base: &[(String, String)], names: &[String], mark: &str| {
@@ -1072,6 +1088,7 @@ fn pass(
             remove: removals(config, request, strip),
             add,
             rewrite: rewrite(request, strip),
+            watch: None,
         },
         log,
     }

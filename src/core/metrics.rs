@@ -39,10 +39,11 @@ pub enum Metric {
     SessionExpiredOpenAi,
     SessionExpiredAnthropic,
     Overloaded,
+    AuthzEvictedUpstream,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 36] = [
+    pub const ALL: [Metric; 37] = [
         Metric::Allowed,
         Metric::Denied,
         Metric::DeniedMissingCredential,
@@ -79,6 +80,7 @@ impl Metric {
         Metric::SessionExpiredOpenAi,
         Metric::SessionExpiredAnthropic,
         Metric::Overloaded,
+        Metric::AuthzEvictedUpstream,
     ];
 
     pub fn name(self) -> &'static str {
@@ -119,6 +121,7 @@ impl Metric {
             Metric::SessionExpiredOpenAi => "authgate.session_expired.openai",
             Metric::SessionExpiredAnthropic => "authgate.session_expired.anthropic",
             Metric::Overloaded => "authgate.overloaded",
+            Metric::AuthzEvictedUpstream => "authgate.authz_evicted_upstream",
         }
     }
 

@@ -101,6 +101,14 @@ pub fn clear_request_body(size: usize) {
     let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, &[]);
 }
 
+/// The upstream response's status (in the response-headers callback).
+pub fn response_status() -> Option<u16> {
+    hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|status| status.parse().ok())
+}
+
 /// Whether the request has this header (its value is never read: it may not be UTF-8).
 pub fn has_request_header(name: &str) -> bool {
     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).is_ok_and(|v| v.is_some())
@@ -198,6 +206,15 @@ pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
 
 pub fn define_counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+pub fn define_gauge(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Gauge, name).ok()
+}
+
+/// Adds `delta` (possibly negative) to a gauge or counter.
+pub fn add_to_metric(metric_id: u32, delta: i64) {
+    let _ = hostcalls::increment_metric(metric_id, delta);
 }
 
 pub fn define_histogram(name: &str) -> Option<u32> {

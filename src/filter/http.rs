@@ -40,7 +40,7 @@ impl HttpContext for AuthHttp {
         };
         let vm = vm.as_ref();
         let headers = host::request_header_block();
-        let Some(decision) = vm.decide(&headers, true, end_of_stream) else {
+        let Some(decision) = vm.decide(&headers, true, end_of_stream, None) else {
             // State busy means re-entrancy we did not expect: fail closed, visibly.
             host::send_reply(&replies::jwks_unavailable(None));
             return Action::Pause;
@@ -80,7 +80,9 @@ impl HttpContext for AuthHttp {
                 remove,
                 add,
                 rewrite,
+                watch,
             } => {
+                vm.watch_upstream(self.context_id, watch);
                 apply_headers(&remove, &add, &rewrite);
                 Action::Continue
             }
@@ -109,6 +111,15 @@ impl HttpContext for AuthHttp {
         } else {
             Action::Continue
         }
+    }
+
+    /// Exported for `enterprise.cache.evict_on_upstream` only (exports are fixed per binary):
+    /// without it, one comparison and back.
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(vm) = self.vm.as_ref().filter(|vm| vm.evicts_on_upstream()) {
+            vm.upstream_answered(self.context_id);
+        }
+        Action::Continue
     }
 
     /// Trailers end the body (an h2 request with trailers has no end-of-stream body chunk): a
@@ -140,8 +151,11 @@ impl AuthHttp {
 impl Drop for AuthHttp {
     // A client that hangs up while paused must not be resumed later.
     fn drop(&mut self) {
-        if let (true, Some(vm)) = (self.paused, &self.vm) {
-            vm.forget(self.context_id);
+        if let Some(vm) = &self.vm {
+            if self.paused {
+                vm.forget(self.context_id);
+            }
+            vm.unwatch(self.context_id);
         }
     }
 }

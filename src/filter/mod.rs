@@ -9,6 +9,7 @@ mod host;
 mod http;
 mod jwks_fetch;
 mod root;
+mod upstream_watch;
 mod vm;
 
 use proxy_wasm::types::LogLevel;

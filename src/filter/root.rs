@@ -73,6 +73,8 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(vm) = &self.vm {
             vm.flush_counters();
+            vm.apply_published_evictions();
+            vm.report_cache_stats();
             self.fetcher.tick(vm);
             if vm.has_authz_calls() {
                 vm.deliver(vm.sweep_authz(), None);

@@ -13,6 +13,7 @@ use crate::core::engine::{
     self, AuthzCall, Context, Decision, Effects, Pending, Resolution, Rewrite, State, Step,
 };
 use crate::core::header_pairs;
+use crate::core::jwt::token_cache::TokenHash;
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::policy::backoff::SharedStore;
 use crate::core::replies;
@@ -21,7 +22,8 @@ use crate::core::replies::llm::LlmReply;
 use crate::core::request::Request;
 use crate::filter::authz_call::{AuthzCalls, Inflight, Owner};
 use crate::filter::body_wait::{BodyWait, Consume};
-use crate::filter::counters::Counters;
+use crate::filter::counters::{CacheFigures, CacheStats, Counters};
+use crate::filter::upstream_watch::UpstreamWatch;
 use crate::filter::{hold, host};
 
 /// Slack beyond the JWKS fetch timeout before a waiting request is answered regardless:
@@ -48,6 +50,8 @@ pub struct Vm {
     debug: Cell<(bool, u64)>,
     counters: Counters,
     authz_latency_ms: Option<u32>,
+    upstream: UpstreamWatch,
+    cache_stats: CacheStats,
 }
 
 /// Decisions for paused requests, by context id, for the caller to deliver.
@@ -61,6 +65,8 @@ struct Waiter {
     deadline_ms: u64,
     /// The request headers as the host serialized them.
     header_block: Vec<u8>,
+    /// The client's address, read while the request's context was current.
+    source: Option<String>,
 }
 
 /// Envoy shared data, for counts every worker must see.
@@ -84,7 +90,17 @@ impl Vm {
         if let Some(secret) = host::random_bytes() {
             state.backoff_secret_candidate = secret;
         }
+        let remote: Vec<Option<&str>> = config
+            .providers
+            .iter()
+            .map(|p| match p.jwks {
+                crate::core::jwt::provider::JwksSource::Remote(_) => Some(p.name.as_str()),
+                crate::core::jwt::provider::JwksSource::Local(_) => None,
+            })
+            .collect();
+        let cache_stats = CacheStats::define(&remote);
         Vm {
+            cache_stats,
             config,
             state: RefCell::new(state),
             waiters: RefCell::default(),
@@ -93,6 +109,80 @@ impl Vm {
             debug: Cell::new((false, 0)),
             counters: Counters::define(),
             authz_latency_ms: host::define_histogram("authgate.authz_latency_ms"),
+            upstream: UpstreamWatch::default(),
+        }
+    }
+
+    pub fn evicts_on_upstream(&self) -> bool {
+        self.config
+            .enterprise
+            .as_ref()
+            .is_some_and(|e| !e.evict_on_upstream.is_empty())
+    }
+
+    /// A request let through on an enterprise decision: watched until the upstream answers.
+    pub fn watch_upstream(&self, context_id: u32, credential: Option<TokenHash>) {
+        if let Some(credential) = credential {
+            self.upstream.watch(context_id, credential);
+        }
+    }
+
+    /// The upstream's response headers (only with `evict_on_upstream`): an evicting status
+    /// drops every cached decision of the request's credential, here and in the other workers.
+    pub fn upstream_answered(&self, context_id: u32) {
+        let Some(credential) = self.upstream.take(context_id) else {
+            return;
+        };
+        let evicting = self.config.enterprise.as_ref().is_some_and(|e| {
+            host::response_status().is_some_and(|status| e.evict_on_upstream.contains(&status))
+        });
+        if evicting {
+            self.count(Metric::AuthzEvictedUpstream);
+            self.evict_credential(&credential);
+            self.upstream.publish(credential, host::now_ms());
+        }
+    }
+
+    /// The request is gone: nothing to watch any more.
+    pub fn unwatch(&self, context_id: u32) {
+        if self.evicts_on_upstream() {
+            self.upstream.take(context_id);
+        }
+    }
+
+    fn evict_credential(&self, credential: &TokenHash) {
+        if let Ok(mut state) = self.state.try_borrow_mut() {
+            state.decisions.evict_credential(credential);
+        }
+    }
+
+    /// On the tick: cache sizes, evictions and key fetch times for Envoy's stats.
+    pub fn report_cache_stats(&self) {
+        let Ok(state) = self.state.try_borrow() else {
+            return;
+        };
+        let figures = CacheFigures {
+            token_size: state.tokens.len() as u64,
+            decision_size: state.decisions.len() as u64,
+            token_evictions: state.tokens.evictions(),
+            decision_evictions: state.decisions.evictions(),
+            fetched_at_ms: state
+                .keys
+                .iter()
+                .map(|k| k.refresh.as_ref().and_then(|r| r.fetched_at_ms))
+                .collect(),
+        };
+        drop(state);
+        self.cache_stats.report(&figures);
+    }
+
+    /// On the tick: credentials other workers saw refused.
+    pub fn apply_published_evictions(&self) {
+        if !self.evicts_on_upstream() {
+            return;
+        }
+        for credential in self.upstream.published() {
+            self.evict_credential(&credential);
         }
     }
 
@@ -107,12 +197,15 @@ impl Vm {
 
     /// Decides for a request, given its serialized headers. Never holds a borrow across a host
     /// call that acts on a stream.
-    /// `end_of_stream`: the headers ended the request (no body follows).
+    /// `end_of_stream`: the headers ended the request (no body follows). `source`: the client's
+    /// address when it was read before (a waiter decided again from the root context, where the
+    /// host knows no downstream); else it is looked up if needed.
     pub fn decide(
         &self,
         header_block: &[u8],
         may_wait: bool,
         end_of_stream: bool,
+        source: Option<&str>,
     ) -> Option<Decision> {
         // A block the host garbled reads as no headers: with no `:path` the core refuses it (400).
         let pairs = header_pairs::decode(header_block).unwrap_or_default();
@@ -128,10 +221,10 @@ impl Vm {
         };
         let lookup = host::source_address;
         let request = Request::new(headers).with_end_of_stream(end_of_stream);
-        let request = if self.config.needs_client_ip() {
-            request.with_source_lookup(&lookup)
-        } else {
-            request
+        let request = match source {
+            Some(address) => request.with_source_address(Some(address)),
+            None if self.config.needs_client_ip() => request.with_source_lookup(&lookup),
+            None => request,
         };
         let effects = Effects {
             metrics: &mut &self.counters,
@@ -176,6 +269,11 @@ impl Vm {
     }
 
     pub fn add_waiter(&self, context_id: u32, provider: usize, header_block: Vec<u8>) {
+        let source = self
+            .config
+            .needs_client_ip()
+            .then(host::source_address)
+            .flatten();
         let generation = self
             .state
             .try_borrow()
@@ -198,6 +296,7 @@ impl Vm {
                 generation,
                 deadline_ms,
                 header_block,
+                source,
             });
         }
     }
@@ -231,7 +330,9 @@ impl Vm {
             Err(_) => return,
         };
         for waiter in ready {
-            let Some(decision) = self.decide(&waiter.header_block, false, false) else {
+            let Some(decision) =
+                self.decide(&waiter.header_block, false, false, waiter.source.as_deref())
+            else {
                 continue;
             };
             // An authorization call is made from the root context, which outlives the request.
@@ -567,7 +668,9 @@ impl Vm {
                 remove,
                 add,
                 rewrite,
+                watch,
             } => {
+                self.watch_upstream(context_id, watch);
                 apply_headers(&remove, &add, &rewrite);
                 host::resume_request();
             }

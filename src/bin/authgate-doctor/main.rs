@@ -7,6 +7,7 @@
 
 // A command-line tool: it reports errors and exits; panicking paths are not used.
 mod explain;
+mod info;
 mod probe;
 
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ const USAGE: &str = "usage:
                                 [--host H] [--now UNIX_SECONDS]
   authgate-doctor probe-authz URL [--authority HOST] [--timeout-ms N]
   authgate-doctor hash-key KEY|-        (- reads the key from standard input)
+  authgate-doctor info --admin http://HOST:PORT [--interval SECONDS]   (a running gateway's stats)
   authgate-doctor version";
 
 /// How a command ended: the exit code, after its output was printed.
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Some("explain") => explain::run(&args[1..]),
         Some("probe-authz") => probe::run(&args[1..]),
         Some("hash-key") => hash_key(&args[1..]),
+        Some("info") => info::run(&args[1..]),
         Some("version") => {
             println!(
                 "authgate-doctor {} ({})",

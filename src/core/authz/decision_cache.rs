@@ -66,12 +66,15 @@ pub enum Lookup {
 }
 
 struct Entry {
+    /// The credential's hash: every decision about it can be dropped at once.
+    credential: TokenHash,
     decided: Decided,
     fresh_until_ms: u64,
 }
 
 pub struct DecisionCache {
     entries: LruCache<DecisionKey, Entry>,
+    evictions: u64,
 }
 
 impl DecisionCache {
@@ -79,6 +82,7 @@ impl DecisionCache {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         DecisionCache {
             entries: LruCache::new(capacity),
+            evictions: 0,
         }
     }
 
@@ -93,12 +97,44 @@ impl DecisionCache {
         }
     }
 
-    pub fn insert(&mut self, key: DecisionKey, decided: Decided, ttl_ms: u64, now_ms: u64) {
+    pub fn insert(
+        &mut self,
+        key: DecisionKey,
+        credential: TokenHash,
+        decided: Decided,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) {
         let entry = Entry {
+            credential,
             decided,
             fresh_until_ms: now_ms.saturating_add(ttl_ms),
         };
-        self.entries.put(key, entry);
+        if let Some((pushed_out, _)) = self.entries.push(key, entry) {
+            if pushed_out != key {
+                self.evictions += 1;
+            }
+        }
+    }
+
+    /// Drops every decision about `credential` (the upstream stopped accepting it); returns how
+    /// many. A scan: rare, and bounded by `max_entries`.
+    pub fn evict_credential(&mut self, credential: &TokenHash) -> usize {
+        let keys: Vec<DecisionKey> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.credential == *credential)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &keys {
+            self.entries.pop(key);
+        }
+        keys.len()
+    }
+
+    /// Entries pushed out to make room, since the cache was made (for stats).
+    pub fn evictions(&self) -> u64 {
+        self.evictions
     }
 
     pub fn len(&self) -> usize {
@@ -131,7 +167,7 @@ mod tests {
             from,
             key(&[1; 32], "GET", "api.example.com", "/a", ip("10.0.0.2"))
         );
-        cache.insert(a, deny.clone(), 1_000, 0);
+        cache.insert(a, [1; 32], deny.clone(), 1_000, 0);
         assert_eq!(cache.get(&a, 999), Lookup::Fresh(deny.clone()));
         assert_eq!(
             cache.get(&a, 1_000),
@@ -140,9 +176,24 @@ mod tests {
                 stale_ms: 0
             }
         );
-        cache.insert([2; 32], Decided::Expired { reauth_url: None }, 1, 0);
-        cache.insert([3; 32], Decided::Expired { reauth_url: None }, 1, 0);
+        cache.insert(
+            [2; 32],
+            [2; 32],
+            Decided::Expired { reauth_url: None },
+            1,
+            0,
+        );
+        cache.insert(
+            [3; 32],
+            [2; 32],
+            Decided::Expired { reauth_url: None },
+            1,
+            0,
+        );
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.get(&a, 0), Lookup::Miss);
+        assert_eq!(cache.evictions(), 1);
+        assert_eq!(cache.evict_credential(&[2; 32]), 2);
+        assert!(cache.is_empty());
     }
 }

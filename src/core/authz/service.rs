@@ -41,6 +41,7 @@ pub mod raw {
         pub deny_ttl_s: Option<u64>,
         pub max_entries: Option<usize>,
         pub max_stale_s: Option<u64>,
+        pub evict_on_upstream: Option<Vec<u16>>,
     }
 
     #[derive(Deserialize)]
@@ -86,6 +87,8 @@ pub struct Enterprise {
     pub max_stale_s: u64,
     /// A deny's `reason` reaches the client (else a generic message does).
     pub expose_reason: bool,
+    /// Upstream statuses (401, 403) that drop every cached decision of the request's credential.
+    pub evict_on_upstream: Vec<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -224,6 +227,16 @@ impl Enterprise {
             }
             upstream_headers.push(name);
         }
+        let evict_on_upstream = cache.evict_on_upstream.unwrap_or_default();
+        if let Some(i) = evict_on_upstream
+            .iter()
+            .position(|s| !(400..=599).contains(s))
+        {
+            return Err(ConfigError::new(
+                at(&format!("cache.evict_on_upstream[{i}]")),
+                "must be an HTTP error status (400-599), such as 401 or 403",
+            ));
+        }
         Ok(Enterprise {
             cluster: raw.cluster,
             authority: raw.authority,
@@ -239,6 +252,7 @@ impl Enterprise {
             upstream_headers,
             max_stale_s: cache.max_stale_s.unwrap_or(DEFAULT_MAX_STALE_S),
             expose_reason: raw.expose_reason.unwrap_or(false),
+            evict_on_upstream,
         })
     }
 

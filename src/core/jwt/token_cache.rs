@@ -38,6 +38,7 @@ pub struct TokenCache {
     hasher: FixedState,
     bytes: usize,
     max_bytes: usize,
+    evictions: u64,
 }
 
 impl TokenCache {
@@ -53,6 +54,7 @@ impl TokenCache {
             hasher: FixedState::with_seed(seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15),
             bytes: 0,
             max_bytes,
+            evictions: 0,
         }
     }
 
@@ -70,15 +72,27 @@ impl TokenCache {
 
     pub fn insert(&mut self, token: &str, entry: CachedToken) {
         self.bytes += token.len();
-        if let Some((_, (old, _))) = self.entries.push(self.key(token), (token.into(), entry)) {
+        let key = self.key(token);
+        if let Some((pushed_out, (old, _))) = self.entries.push(key, (token.into(), entry)) {
             self.bytes -= old.len();
+            if pushed_out != key {
+                self.evictions += 1;
+            }
         }
         while self.bytes > self.max_bytes {
             match self.entries.pop_lru() {
-                Some((_, (old, _))) => self.bytes -= old.len(),
+                Some((_, (old, _))) => {
+                    self.bytes -= old.len();
+                    self.evictions += 1;
+                }
                 None => break,
             }
         }
+    }
+
+    /// Entries pushed out to make room, since the cache was made (for stats).
+    pub fn evictions(&self) -> u64 {
+        self.evictions
     }
 
     pub fn len(&self) -> usize {
