@@ -28,7 +28,7 @@ NOOP_NO_RESPONSE_WASM := target/authgate_noop_filter.no-response-headers.wasm
 export AUTHGATE_NOOP_NO_RESPONSE_WASM := $(CURDIR)/$(NOOP_NO_RESPONSE_WASM)
 
 .PHONY: setup build test test-core test-wasm test-integration validate run lint clean doctor wasm-sha256 \
-	bench bench-smoke fuzz fuzz-smoke soak noop-filter
+	bench bench-smoke fuzz fuzz-smoke soak noop-filter agents
 
 setup: $(ENVOY) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION)
 	@rustup target list --installed | grep -q wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -70,8 +70,13 @@ validate: setup
 	  $(ENVOY) --mode validate -c $$config --log-level error >/dev/null || exit 1; \
 	  echo "envoy --mode validate $$config: OK"; done
 
-test-integration: build doctor
+test-integration: build doctor agents
 	cargo test -p authgate-integration -- --test-threads 2
+
+# The coding-agent CLIs integration/tests/agents.rs drives, pinned (about 75 s and 1.6 GB the
+# first time; a version check after that).
+agents:
+	bash integration/agents/install.sh $(TOOLS)/agents
 
 # The SHA-256 of the built module, for the Istio WasmPlugin's `sha256` (envoy/istio/wasmplugin.yaml).
 wasm-sha256: build

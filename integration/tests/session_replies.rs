@@ -186,7 +186,7 @@ fn agents_see_the_reauth_url_and_reauth_restores_the_same_token() {
 }
 
 /// The status of error-shaped session replies (README "Session-expired replies").
-const ERROR_STATUS: u16 = 403;
+const ERROR_STATUS: u16 = 401;
 
 /// OpenAI's error object, carrying the re-auth URL, at a status no client retries.
 fn openai_error(reply: &Reply) -> expect::Check {
@@ -371,7 +371,7 @@ fn without_the_companion_replies_are_built_at_the_headers() {
         "anthropic route: Anthropic's error object with the URL, not to be retried",
         (reply.status == ERROR_STATUS
             && body["type"] == "error"
-            && body["error"]["type"] == "permission_error"
+            && body["error"]["type"] == "authentication_error"
             && body["error"]["message"]
                 .as_str()
                 .is_some_and(|m| m.contains(FALLBACK_URL))

@@ -11,10 +11,11 @@ use sha2::{Digest, Sha256};
 use crate::core::replies::body_scan::BodyFacts;
 use crate::core::replies::Reply;
 
-/// The status of the error-shaped reply. See README "Session-expired replies": of the statuses
-/// the official SDKs and the agent CLIs neither retry nor treat as "log in again here", this is
-/// the one each of them shows with the message.
-pub const ERROR_STATUS: u16 = 403;
+/// The status of the error-shaped reply, measured with four agent CLIs (README "Session-expired
+/// replies"): with `x-should-retry: false`, 401 is the one status every one of them shows with
+/// the message after a single request (403 made aider retry for a minute, 400 made Claude Code
+/// send six requests, 429 and 5xx are retried by all).
+pub const ERROR_STATUS: u16 = 401;
 
 /// The model named when the request's body could not be read.
 pub const DEFAULT_MODEL: &str = "authgate";
@@ -99,11 +100,11 @@ impl LlmReply {
         let body = match self.shape {
             Shape::AnthropicMessages => json!({
                 "type": "error",
-                "error": {"type": "permission_error", "message": self.text},
+                "error": {"type": "authentication_error", "message": self.text},
                 "request_id": self.request_id,
             }),
             _ => json!({
-                "error": {"message": self.text, "type": "invalid_request_error",
+                "error": {"message": self.text, "type": "authentication_error",
                           "param": null, "code": "session_expired"}
             }),
         };
@@ -446,7 +447,7 @@ mod tests {
             assert_eq!(out.status, ERROR_STATUS);
             let body: Value = serde_json::from_str(&out.body).unwrap();
             assert_eq!(body["type"], "error");
-            assert_eq!(body["error"]["type"], "permission_error");
+            assert_eq!(body["error"]["type"], "authentication_error");
             assert_eq!(body["error"]["message"], anthropic.text);
             assert!(out
                 .headers
