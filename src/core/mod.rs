@@ -9,6 +9,7 @@ pub mod engine;
 pub mod header_pairs;
 pub mod identity;
 pub mod jwt;
+pub mod login;
 pub mod metrics;
 pub mod policy;
 pub mod replies;

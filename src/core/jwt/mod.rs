@@ -15,4 +15,6 @@ mod rsa;
 mod token;
 pub mod token_cache;
 
-pub use token::{inspect, verify, Inspected, JwtError, Verified, MAX_TOKEN_BYTES};
+pub use token::{
+    inspect, verify, verify_id_token, Inspected, JwtError, Verified, MAX_TOKEN_BYTES,
+};

@@ -185,12 +185,39 @@ pub fn verify(
     keys: &KeySet,
     now_s: i64,
 ) -> Result<Verified, JwtError> {
+    verify_for(inspected, provider, keys, now_s, &provider.audiences)
+}
+
+/// An OpenID Connect ID token from `provider`: verified like an access token, except that its
+/// `aud` must contain `client_id` (the provider's `audiences` are for access tokens) and it
+/// must expire.
+pub fn verify_id_token(
+    inspected: Inspected<'_>,
+    provider: &Provider,
+    keys: &KeySet,
+    now_s: i64,
+    client_id: &str,
+) -> Result<Verified, JwtError> {
+    let verified = verify_for(inspected, provider, keys, now_s, &[client_id.to_string()])?;
+    if verified.expires_at.is_none() {
+        return Err(JwtError::MissingExpiration);
+    }
+    Ok(verified)
+}
+
+fn verify_for(
+    inspected: Inspected<'_>,
+    provider: &Provider,
+    keys: &KeySet,
+    now_s: i64,
+    audiences: &[String],
+) -> Result<Verified, JwtError> {
     verify_signature(&inspected, keys)?;
     let Inspected {
         mut claims, kid, ..
     } = inspected;
     let times = RegisteredTimes::take_from(&mut claims)?;
-    check_claims(&claims, &times, provider, now_s)?;
+    check_claims(&claims, &times, provider, now_s, audiences)?;
     Ok(Verified {
         expires_at: times.expiration,
         claims,
@@ -278,12 +305,13 @@ fn check_claims(
     times: &RegisteredTimes,
     provider: &Provider,
     now_s: i64,
+    audiences: &[String],
 ) -> Result<(), JwtError> {
     match claims.get("iss") {
         Some(Value::String(iss)) if *iss == provider.issuer => {}
         _ => return Err(JwtError::WrongIssuer),
     }
-    if !provider.audiences.is_empty() && !audience_matches(claims.get("aud"), provider) {
+    if !audiences.is_empty() && !audience_matches(claims.get("aud"), audiences) {
         return Err(JwtError::WrongAudience);
     }
     let leeway = i64::try_from(provider.clock_skew_s).unwrap_or(i64::MAX);
@@ -306,11 +334,11 @@ fn check_claims(
     }
 }
 
-fn audience_matches(aud: Option<&Value>, provider: &Provider) -> bool {
+fn audience_matches(aud: Option<&Value>, audiences: &[String]) -> bool {
     let accepted = |value: &Value| {
         value
             .as_str()
-            .is_some_and(|a| provider.audiences.iter().any(|want| want == a))
+            .is_some_and(|a| audiences.iter().any(|want| want == a))
     };
     match aud {
         Some(Value::Array(list)) => list.iter().any(accepted),
