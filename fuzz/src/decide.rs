@@ -896,6 +896,7 @@ pub fn tally() -> std::collections::BTreeMap<String, usize> {
 fn count(known: bool, origin: Origin, step: &Step) {
     let kind = match step {
         Step::Continue { .. } => "continue",
+        Step::SignIn(_) => "sign-in",
         Step::Respond(reply) => match reply.status {
             200 => "respond 200",
             302 => "respond 302",
@@ -959,6 +960,7 @@ impl Run<'_> {
                 remove,
                 add,
                 rewrite,
+                ..
             } => {
                 for (name, _) in headers {
                     if name.starts_with("x-auth-")
@@ -992,6 +994,10 @@ impl Run<'_> {
                 check_reply(&out, headers, &fuzz.echoes());
             }
             Step::WaitForKeys { .. } => {}
+            Step::SignIn(_) => assert!(
+                self.config.login.is_some(),
+                "a sign-in step without a login section"
+            ),
             Step::CallAuthz(call) => {
                 let carriers =
                     headers_for_key(&call.key, self.key_client(request), request, headers);

@@ -69,7 +69,10 @@ impl Model {
             {
                 break port;
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "the model stub did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the model stub did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         Model { child, port, log }
@@ -170,7 +173,10 @@ fn run(agent: Agent, gateway: &Envoy, token: &str, prompt: Prompt) -> Ran {
         Agent::Codex => 49_000,
         _ => 100_000,
     };
-    let long = format!("Summarise this log:\n{}", "line of build output\n".repeat(lines));
+    let long = format!(
+        "Summarise this log:\n{}",
+        "line of build output\n".repeat(lines)
+    );
     let prompt_text = match prompt {
         Prompt::Short => short.to_string(),
         Prompt::Long => long,
@@ -364,7 +370,9 @@ fn run(agent: Agent, gateway: &Envoy, token: &str, prompt: Prompt) -> Ran {
         if started.elapsed() > RUN_TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{agent:?} did not finish within {RUN_TIMEOUT:?} (retrying, or waiting for input?)");
+            panic!(
+                "{agent:?} did not finish within {RUN_TIMEOUT:?} (retrying, or waiting for input?)"
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -472,7 +480,9 @@ fn the_whole_flow(first: Agent, variants: &[Agent]) {
     let opened = Req::get(&url).send();
     checks.check(
         "the re-auth page",
-        (opened.status == 200).then_some(()).ok_or(format!("{opened}")),
+        (opened.status == 200)
+            .then_some(())
+            .ok_or(format!("{opened}")),
     );
     std::thread::sleep(TTL);
     let ran = run(first, &stack.with_companion, &token, Prompt::Short);

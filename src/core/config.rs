@@ -7,6 +7,7 @@ use crate::core::authz::Enterprise;
 use crate::core::credentials::api_keys::ApiKeys;
 use crate::core::credentials::OpaqueTokens;
 use crate::core::jwt::provider::{compile_provider, Provider};
+use crate::core::login::config::Login;
 use crate::core::policy::backoff::Backoff;
 use crate::core::policy::client_ip::ClientIpSource;
 use crate::core::policy::paths::Paths;
@@ -59,6 +60,7 @@ pub(crate) mod raw {
         #[serde(default)]
         pub limits: Limits,
         pub role_hierarchy: Option<BTreeMap<String, Vec<String>>>,
+        pub login: Option<crate::core::login::config::raw::Login>,
     }
 
     #[derive(Deserialize, Default)]
@@ -108,6 +110,8 @@ pub struct Config {
     /// Requests one VM keeps paused (waiting for keys or an authorization answer) at once;
     /// beyond it a request is answered 503 `overloaded` at once.
     pub max_paused_requests: usize,
+    /// Sign-in at the gateway (OpenID Connect), when configured.
+    pub login: Option<Login>,
 }
 
 /// Paused requests per VM unless `limits.max_paused_requests` says otherwise: far above what
@@ -246,7 +250,12 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
             "\"enterprise\" needs an enterprise section: only the authorization service can judge them",
         ));
     }
+    let login = raw
+        .login
+        .map(|login| crate::core::login::config::compile(login, &providers))
+        .transpose()?;
     let credentials = Credentials {
+        session: login.is_some(),
         providers: &providers,
         api_keys: api_keys.is_some(),
         opaque_tokens,
@@ -308,6 +317,7 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
                 .any(|p| !p.from_cookies.is_empty())
                 .then(|| "cookie".to_string()),
         )
+        .chain(login.is_some().then(|| "cookie".to_string()))
         .collect();
     credential_header_names.sort();
     credential_header_names.dedup();
@@ -328,6 +338,7 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         client_ip: ClientIpSource::compile(raw.client_ip)?,
         enterprise,
         paths: Paths::compile(raw.paths),
+        login,
         max_paused_requests: match raw.limits.max_paused_requests {
             None => DEFAULT_MAX_PAUSED_REQUESTS,
             Some(n @ 1..=65_536) => n,

@@ -15,6 +15,8 @@ use crate::core::jwt::check::{self as jwt_check, JwtFailure, Verdict};
 use crate::core::jwt::keystate::ProviderKeys;
 use crate::core::jwt::token_cache::{TokenCache, TokenHash, DEFAULT_CAPACITY};
 use crate::core::jwt::JwtError;
+use crate::core::login::endpoints::{self as sign_in, Exchange};
+use crate::core::login::session::{set_cookie, Session};
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::policy::backoff::{
     deployment_secret, ClientSlot, SharedStore, Standing, UNKNOWN_CLIENT,
@@ -28,6 +30,9 @@ use crate::core::replies::session::SessionReply;
 use crate::core::replies::session::{self, Expired, Hints};
 use crate::core::replies::{self, Reply};
 use crate::core::request::Request;
+
+/// The token cache's provider index for opened session cookies (no provider has it).
+const SESSION_PROVIDER: usize = usize::MAX;
 
 /// What the shell does with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +54,9 @@ pub enum Step {
     CallAuthz(Box<AuthzCall>),
     /// Answer with an LLM-shaped session-expired reply once the request body is in.
     SessionReply(Box<LlmReply>),
+    /// A sign-in callback: exchange the code at the token endpoint, then answer with
+    /// `login::endpoints::complete`.
+    SignIn(Box<Exchange>),
 }
 
 /// What this request, and no other sharing its decision, changes on its way upstream.
@@ -187,6 +195,17 @@ pub fn decide(
     if config.health_path.as_deref() == Some(path) {
         return respond(replies::health(), "health check".to_string());
     }
+    if let Some(login) = &config.login {
+        if let Some(answer) = sign_in::handle(login, request, path, ctx.now_s()) {
+            return match answer {
+                sign_in::Answer::Reply(reply) => respond(reply, format!("sign-in {path}")),
+                sign_in::Answer::Exchange(exchange) => Decision {
+                    step: Step::SignIn(exchange),
+                    log: "sign-in: exchanging the code".to_string(),
+                },
+            };
+        }
+    }
     if config.cors_bypass_preflight && is_preflight(request) {
         // Browsers send no credentials with a preflight: any that came is not forwarded.
         let mut decision = pass(
@@ -224,6 +243,7 @@ pub fn decide(
     let candidates = credentials::find(
         &config.providers,
         config.api_keys.as_ref(),
+        config.login.as_ref().map(|l| l.cookie_name.as_str()),
         &rule.requires,
         request,
     );
@@ -231,7 +251,7 @@ pub fn decide(
         metrics.increment(Metric::Denied);
         metrics.increment(Metric::DeniedMissingCredential);
         return respond(
-            replies::unauthenticated(request.authority(), request_id),
+            unauthenticated(config, rule, request, false),
             format!("deny missing_credential {path}"),
         );
     }
@@ -316,6 +336,8 @@ enum Failure {
     RefusedOpaque,
     /// An agent token: only the enterprise authorization service can decide it.
     OpaqueUndecidable,
+    /// A session cookie that does not open (expired, another key, tampered): as if absent.
+    SessionInvalid,
 }
 
 impl Failure {
@@ -327,7 +349,7 @@ impl Failure {
             Failure::Jwt(JwtFailure::Invalid(_)) => true,
             Failure::Jwt(JwtFailure::KeysUnavailable) => false,
             Failure::ApiKey(_) | Failure::RefusedOpaque => true,
-            Failure::OpaqueUndecidable => false,
+            Failure::OpaqueUndecidable | Failure::SessionInvalid => false,
         }
     }
 }
@@ -402,6 +424,9 @@ impl Run<'_, '_> {
     }
 
     fn check(&mut self, candidate: &Candidate<'_>) -> Outcome {
+        if let Candidate::Session(found) = candidate {
+            return self.open_session(found);
+        }
         let fp = self.note(|| fingerprint(&token_hash(candidate.secret())));
         if let Candidate::Jwt { provider, found } = candidate {
             let now_s = self.ctx.now_s();
@@ -444,6 +469,53 @@ impl Run<'_, '_> {
             },
             Candidate::OpaqueToken(_) => Outcome::Invalid(Failure::OpaqueUndecidable),
             Candidate::RefusedOpaque(_) => Outcome::Invalid(Failure::RefusedOpaque),
+            Candidate::Session(found) => self.open_session(found),
+        }
+    }
+
+    /// A session cookie: opened once per worker, then served from the token cache until the
+    /// session ends. A cookie that does not open is as if absent, and never counts as guessing.
+    fn open_session(&mut self, found: &credentials::Found<'_>) -> Outcome {
+        let (Some(login), Some(name)) = (&self.config.login, found.cookie) else {
+            return Outcome::Invalid(Failure::SessionInvalid);
+        };
+        let now_s = self.ctx.now_s();
+        let strip = Some(Strip::Cookie(name.to_string()));
+        let fp = self.note(|| fingerprint(&token_hash(found.token)));
+        if let Some(cached) =
+            jwt_check::cached(&mut self.state.tokens, SESSION_PROVIDER, found.token, now_s)
+        {
+            self.metrics.increment(Metric::JwtCacheHit);
+            return match cached {
+                Ok(identity) => Outcome::Valid {
+                    identity,
+                    strip,
+                    log: self.note(|| format!("allow session (cached) cookie={fp}")),
+                },
+                Err(_) => Outcome::Invalid(Failure::SessionInvalid),
+            };
+        }
+        let (Some(session), Some(provider)) = (
+            Session::open(login, found.token, now_s),
+            self.config.providers.get(login.provider),
+        ) else {
+            return Outcome::Invalid(Failure::SessionInvalid);
+        };
+        self.metrics.increment(Metric::JwtCacheMiss);
+        let identity = Rc::new(session.identity(&self.config.identity_prefix, provider));
+        self.state.tokens.insert(
+            found.token,
+            crate::core::jwt::token_cache::CachedToken {
+                provider: SESSION_PROVIDER,
+                expires_after: Some(session.exp),
+                kid: None,
+                identity: Rc::clone(&identity),
+            },
+        );
+        Outcome::Valid {
+            identity,
+            strip,
+            log: self.note(|| format!("allow session sub={} cookie={fp}", session.sub)),
         }
     }
 
@@ -520,6 +592,23 @@ impl Run<'_, '_> {
     }
 
     fn allow(&mut self, rule: &Rule, valid: Valid<'_>) -> Decision {
+        // A cookie rides along on cross-site requests: a state-changing one must come from the
+        // gateway's own pages.
+        if valid.kind == Kind::Session && !session_request_is_same_origin(self.config, self.request)
+        {
+            self.count_denial(valid.kind);
+            self.metrics.increment(Metric::DeniedForbidden);
+            return respond(
+                replies::page(
+                    403,
+                    "csrf",
+                    "a signed-in session cannot be used for a cross-site request",
+                    false,
+                    self.request.request_id(),
+                ),
+                format!("deny csrf {}", valid.log),
+            );
+        }
         // An agent token has no scopes or roles here: the service judges it entirely.
         if valid.kind != Kind::OpaqueToken {
             if let Err(denial) = policy::check(rule, &valid.identity) {
@@ -577,7 +666,7 @@ impl Run<'_, '_> {
                 step: Step::Continue {
                     remove,
                     add: Rc::clone(add),
-                    rewrite: rewrite(request, valid.strip.as_ref()),
+                    rewrite: rewrite(self.config, request, valid.strip.as_ref()),
                     watch: (!enterprise.evict_on_upstream.is_empty()).then_some(hash),
                 },
                 log,
@@ -599,7 +688,7 @@ impl Run<'_, '_> {
                 Kind::OpaqueToken => self.gate.client.as_ref().map(|(slot, _)| *slot),
                 _ => None,
             },
-            rewrite: rewrite(request, valid.strip.as_ref()),
+            rewrite: rewrite(self.config, request, valid.strip.as_ref()),
             credential_hash: hash,
         };
         if let Lookup::Fresh(decided) = lookup {
@@ -712,6 +801,14 @@ impl Run<'_, '_> {
                     log: format!("deny session_expired {credential}"),
                 }
             }
+            Failure::SessionInvalid => {
+                self.metrics.increment(Metric::Denied);
+                self.metrics.increment(Metric::DeniedMissingCredential);
+                respond(
+                    unauthenticated(self.config, rule, self.request, true),
+                    format!("deny session_invalid {credential}"),
+                )
+            }
             Failure::OpaqueUndecidable => {
                 self.count_denial(kind);
                 self.metrics.increment(Metric::DeniedForbidden);
@@ -782,6 +879,7 @@ fn count_allowed(metrics: &mut dyn MetricSink, kind: Kind) {
         Kind::Jwt => Metric::AllowedJwt,
         Kind::ApiKey => Metric::AllowedApiKey,
         Kind::OpaqueToken => Metric::AllowedOpaqueToken,
+        Kind::Session => Metric::AllowedSession,
     });
 }
 
@@ -791,6 +889,7 @@ fn count_denied(metrics: &mut dyn MetricSink, kind: Kind) {
         Kind::Jwt => Metric::DeniedJwt,
         Kind::ApiKey => Metric::DeniedApiKey,
         Kind::OpaqueToken => Metric::DeniedOpaqueToken,
+        Kind::Session => Metric::DeniedSession,
     });
 }
 
@@ -1087,20 +1186,97 @@ fn pass(
         step: Step::Continue {
             remove: removals(config, request, strip),
             add,
-            rewrite: rewrite(request, strip),
+            rewrite: rewrite(config, request, strip),
             watch: None,
         },
         log,
     }
 }
 
-/// The normalised path, and the `Cookie` header without a credential cookie not forwarded.
-fn rewrite(request: &Request<'_>, strip: Option<&Strip>) -> Rewrite {
+/// The normalised path, and the `Cookie` header without a credential cookie not forwarded and
+/// without the gateway's own sign-in cookies (never forwarded).
+fn rewrite(config: &Config, request: &Request<'_>, strip: Option<&Strip>) -> Rewrite {
+    let stripped = match strip {
+        Some(Strip::Cookie(name)) => Some(name.as_str()),
+        _ => None,
+    };
+    let drop = |name: &str| {
+        Some(name) == stripped
+            || config.login.as_ref().is_some_and(|login| {
+                name == login.cookie_name
+                    || name.starts_with("authgate_a_")
+                    || name.starts_with("__Host-authgate_a_")
+            })
+    };
+    let cookie = (stripped.is_some() || (config.login.is_some() && request.has_cookie(&drop)))
+        .then(|| request.cookies_without_any(&drop));
     Rewrite {
         path: request.upstream_path().map(str::to_string),
-        cookie: match strip {
-            Some(Strip::Cookie(name)) => Some(request.cookies_without(name)),
-            _ => None,
+        cookie,
+    }
+}
+
+/// The reply to a request without a usable credential: on a `login` rule a browser navigating is
+/// sent to sign in, and an API call's 401 says where to; `clear`: a session cookie that did not
+/// open is cleared.
+fn unauthenticated(config: &Config, rule: &Rule, request: &Request<'_>, clear: bool) -> Reply {
+    let mut reply = replies::unauthenticated(request.authority(), request.request_id());
+    let Some(login) = config.login.as_ref() else {
+        return reply;
+    };
+    if rule.login {
+        let target = request.header(":path").unwrap_or("/");
+        let url = format!(
+            "{}?rd={}",
+            login.login_path,
+            crate::core::login::flow::percent_encode(target)
+        );
+        if is_navigation(request) {
+            reply = Reply {
+                status: 302,
+                headers: vec![
+                    ("location".to_string(), url),
+                    ("cache-control".to_string(), "no-store".to_string()),
+                ],
+                body: String::new(),
+            };
+        } else if let Ok(mut body) = serde_json::from_str::<serde_json::Value>(&reply.body) {
+            body["login_url"] = serde_json::Value::String(format!("{}{url}", login.public_url));
+            reply.body = body.to_string();
+        }
+    }
+    if clear {
+        reply.headers.push((
+            "set-cookie".to_string(),
+            set_cookie(login, &login.cookie_name, None, 0),
+        ));
+    }
+    reply
+}
+
+/// A browser navigating (not a script): GET or HEAD, HTML accepted, no `X-Requested-With`,
+/// `Sec-Fetch-Mode` absent or `navigate`.
+fn is_navigation(request: &Request<'_>) -> bool {
+    matches!(request.method(), "GET" | "HEAD")
+        && sign_in::wants_html(request)
+        && request.header("x-requested-with").is_none()
+        && request
+            .header("sec-fetch-mode")
+            .is_none_or(|mode| mode == "navigate")
+}
+
+/// A session may change state (any method but GET, HEAD, OPTIONS) only from the gateway's own
+/// origin: `Sec-Fetch-Site: same-origin`, or without it an absent or matching `Origin`.
+fn session_request_is_same_origin(config: &Config, request: &Request<'_>) -> bool {
+    if matches!(request.method(), "GET" | "HEAD" | "OPTIONS") {
+        return true;
+    }
+    match request.header("sec-fetch-site") {
+        Some(site) => site == "same-origin",
+        None => match (request.header("origin"), config.login.as_ref()) {
+            (None, _) => true,
+            (Some(origin), Some(login)) => origin == login.public_url,
+            (Some(_), None) => false,
         },
     }
 }

@@ -40,10 +40,12 @@ pub enum Metric {
     SessionExpiredAnthropic,
     Overloaded,
     AuthzEvictedUpstream,
+    AllowedSession,
+    DeniedSession,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 37] = [
+    pub const ALL: [Metric; 39] = [
         Metric::Allowed,
         Metric::Denied,
         Metric::DeniedMissingCredential,
@@ -81,6 +83,8 @@ impl Metric {
         Metric::SessionExpiredAnthropic,
         Metric::Overloaded,
         Metric::AuthzEvictedUpstream,
+        Metric::AllowedSession,
+        Metric::DeniedSession,
     ];
 
     pub fn name(self) -> &'static str {
@@ -122,6 +126,8 @@ impl Metric {
             Metric::SessionExpiredAnthropic => "authgate.session_expired.anthropic",
             Metric::Overloaded => "authgate.overloaded",
             Metric::AuthzEvictedUpstream => "authgate.authz_evicted_upstream",
+            Metric::AllowedSession => "authgate.allowed.session",
+            Metric::DeniedSession => "authgate.denied.session",
         }
     }
 

@@ -144,21 +144,38 @@ impl<'a> Request<'a> {
     }
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
     /// The `Cookie` header without any cookie called `name` (several `cookie` headers joined):
     /// empty when no other cookie is left.
     pub fn cookies_without(&self, name: &str) -> String {
+        self.cookies_without_any(&|n: &str| n == name)
+    }
+
+    /// The `Cookie` header without the cookies whose name `drop` picks.
+    pub fn cookies_without_any(&self, drop: &dyn Fn(&str) -> bool) -> String {
+        self.cookie_pairs()
+            .filter(|pair| !drop(cookie_name(pair)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Whether any cookie's name is one `pick` picks.
+    pub fn has_cookie(&self, pick: &dyn Fn(&str) -> bool) -> bool {
+        self.cookie_pairs().any(|pair| pick(cookie_name(pair)))
+    }
+
+    fn cookie_pairs(&self) -> impl Iterator<Item = &'a str> + '_ {
         self.headers
             .iter()
             .filter(|(n, _)| *n == "cookie")
             .flat_map(|(_, v)| v.split(';'))
             .map(str::trim)
-            .filter(|pair| {
-                !pair.is_empty() && pair.split_once('=').map_or(*pair, |(n, _)| n).trim() != name
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
+            .filter(|pair| !pair.is_empty())
     }
+}
+
+fn cookie_name(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(name, _)| name).trim()
 }
 
 /// Owned header pairs as the slices [`Request::new`] takes (for tools and tests).

@@ -178,6 +178,20 @@ pub fn dispatch_post(
     hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout).ok()
 }
 
+/// A call with headers the core built (`:method`, `:path`, `:authority` among them).
+pub fn dispatch(
+    cluster: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> Option<u32> {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout).ok()
+}
+
 /// Status and body of the callout response being delivered now; None if the body is too big.
 pub fn callout_response(body_size: usize, max_body: usize) -> (u16, Option<Vec<u8>>) {
     let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")

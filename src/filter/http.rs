@@ -28,6 +28,8 @@ impl Context for AuthHttp {
         };
         if let Some(deliveries) = vm.finish_authz(token, body_size) {
             vm.deliver(deliveries, Some(self.context_id));
+        } else if let Some(reply) = vm.finish_sign_in(token, body_size) {
+            host::send_reply(&reply);
         }
     }
 }
@@ -60,6 +62,12 @@ impl HttpContext for AuthHttp {
                     None => return self.pause(vm, end_of_stream),
                 }
             }
+            Step::SignIn(exchange) => {
+                if vm.start_sign_in(self.context_id, *exchange) {
+                    self.paused = true;
+                }
+                return Action::Pause;
+            }
             Step::SessionReply(reply) if end_of_stream => {
                 host::send_reply(&reply.build(&BodyFacts::NotJson));
                 return Action::Pause;
@@ -90,7 +98,10 @@ impl HttpContext for AuthHttp {
                 host::send_reply(&reply);
                 Action::Pause
             }
-            Step::WaitForKeys { .. } | Step::CallAuthz(_) | Step::SessionReply(_) => {
+            Step::WaitForKeys { .. }
+            | Step::CallAuthz(_)
+            | Step::SessionReply(_)
+            | Step::SignIn(_) => {
                 host::send_reply(&replies::jwks_unavailable(None));
                 Action::Pause
             }

@@ -2,6 +2,7 @@
 //! the compiled configuration, keys and caches, counters, and requests waiting for keys.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use proxy_wasm::types::LogLevel;
@@ -14,6 +15,7 @@ use crate::core::engine::{
 };
 use crate::core::header_pairs;
 use crate::core::jwt::token_cache::TokenHash;
+use crate::core::login::endpoints as sign_in;
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::policy::backoff::SharedStore;
 use crate::core::replies;
@@ -40,6 +42,9 @@ const AUTHZ_SLACK_MS: u64 = 1_000;
 /// 8 MiB, so a count alone would not bound the memory.
 const MAX_WAITING_HEADER_BYTES: usize = 16 << 20;
 
+/// How long the token endpoint may take to answer a sign-in.
+const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct Vm {
     pub config: Config,
     pub state: RefCell<State>,
@@ -52,6 +57,8 @@ pub struct Vm {
     authz_latency_ms: Option<u32>,
     upstream: UpstreamWatch,
     cache_stats: CacheStats,
+    /// Sign-in callbacks waiting for the token endpoint: call token → (request, what it needs).
+    sign_ins: RefCell<HashMap<u32, (u32, sign_in::Pending)>>,
 }
 
 /// Decisions for paused requests, by context id, for the caller to deliver.
@@ -110,6 +117,7 @@ impl Vm {
             counters: Counters::define(),
             authz_latency_ms: host::define_histogram("authgate.authz_latency_ms"),
             upstream: UpstreamWatch::default(),
+            sign_ins: RefCell::default(),
         }
     }
 
@@ -545,8 +553,67 @@ impl Vm {
                 .is_ok_and(|b| b.is_waiting(context_id))
     }
 
+    /// A sign-in callback: exchanges the code at the token endpoint. False when the call could
+    /// not be made (the request is answered here, then).
+    pub fn start_sign_in(&self, context_id: u32, exchange: sign_in::Exchange) -> bool {
+        let sign_in::Exchange {
+            cluster,
+            headers,
+            body,
+            pending,
+        } = exchange;
+        match host::dispatch(&cluster, &headers, &body, SIGN_IN_TIMEOUT) {
+            Some(token) => {
+                if let Ok(mut waiting) = self.sign_ins.try_borrow_mut() {
+                    waiting.insert(token, (context_id, pending));
+                }
+                true
+            }
+            None => {
+                host::log(
+                    LogLevel::Error,
+                    &format!("authgate: could not call the token endpoint (cluster {cluster:?})"),
+                );
+                host::send_reply(&replies::page(
+                    503,
+                    "idp_unavailable",
+                    "the identity provider cannot be reached; retry",
+                    pending.html,
+                    pending.request_id.as_deref(),
+                ));
+                false
+            }
+        }
+    }
+
+    /// The token endpoint's answer to sign-in call `token`: the reply for its request (the
+    /// effective context is that request). None when `token` is no sign-in call.
+    pub fn finish_sign_in(&self, token: u32, body_size: usize) -> Option<replies::Reply> {
+        let (_, pending) = self.sign_ins.try_borrow_mut().ok()?.remove(&token)?;
+        let login = self.config.login.as_ref()?;
+        let provider = self.config.providers.get(login.provider)?;
+        let response = host::callout_response(body_size, sign_in::MAX_TOKEN_RESPONSE_BYTES);
+        let keys = self
+            .state
+            .try_borrow()
+            .ok()
+            .and_then(|s| s.keys.get(login.provider).and_then(|k| k.keys.clone()));
+        let now_s = i64::try_from(host::now_ms() / 1000).unwrap_or(i64::MAX);
+        Some(sign_in::complete(
+            login,
+            provider,
+            keys.as_deref(),
+            &pending,
+            (response.0, response.1.as_deref()),
+            now_s,
+        ))
+    }
+
     /// A request went away: forget it wherever it waits.
     pub fn forget(&self, context_id: u32) {
+        if let Ok(mut waiting) = self.sign_ins.try_borrow_mut() {
+            waiting.retain(|_, (id, _)| *id != context_id);
+        }
         self.remove_waiter(context_id);
         if let Ok(mut calls) = self.authz.try_borrow_mut() {
             calls.forget(context_id);
@@ -679,8 +746,8 @@ impl Vm {
                 self.reply_after_body(context_id, *reply, true);
             }
             // A request that waited once is answered, never paused again; an authorization call
-            // is started before a resumed request gets here.
-            Step::WaitForKeys { .. } | Step::CallAuthz(_) => {
+            // is started before a resumed request gets here; sign-in paths never wait.
+            Step::WaitForKeys { .. } | Step::CallAuthz(_) | Step::SignIn(_) => {
                 host::send_reply(&replies::jwks_unavailable(request_id));
             }
         }

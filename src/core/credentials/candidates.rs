@@ -28,6 +28,8 @@ pub enum Requirement {
     Jwt(usize),
     ApiKey,
     OpaqueToken,
+    /// The gateway's own sign-in cookie.
+    Session,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +43,8 @@ pub enum Candidate<'a> {
     OpaqueToken(Found<'a>),
     /// A non-JWT bearer value on a route that takes neither opaque tokens nor keys there.
     RefusedOpaque(Found<'a>),
+    /// The sign-in session cookie (not opened yet).
+    Session(Found<'a>),
 }
 
 /// The kind of credential, for stats and logs.
@@ -49,6 +53,7 @@ pub enum Kind {
     Jwt,
     ApiKey,
     OpaqueToken,
+    Session,
 }
 
 impl Kind {
@@ -57,6 +62,7 @@ impl Kind {
             Kind::Jwt => "jwt",
             Kind::ApiKey => "api_key",
             Kind::OpaqueToken => "opaque_token",
+            Kind::Session => "session",
         }
     }
 }
@@ -67,6 +73,7 @@ impl Candidate<'_> {
             Candidate::Jwt { .. } => Kind::Jwt,
             Candidate::ApiKey(_) => Kind::ApiKey,
             Candidate::OpaqueToken(_) | Candidate::RefusedOpaque(_) => Kind::OpaqueToken,
+            Candidate::Session(_) => Kind::Session,
         }
     }
 
@@ -75,7 +82,8 @@ impl Candidate<'_> {
         match self {
             Candidate::Jwt { found, .. }
             | Candidate::OpaqueToken(found)
-            | Candidate::RefusedOpaque(found) => found.token,
+            | Candidate::RefusedOpaque(found)
+            | Candidate::Session(found) => found.token,
             Candidate::ApiKey(key) => key.value,
         }
     }
@@ -89,6 +97,7 @@ pub fn is_jwt_shaped(token: &str) -> bool {
 pub fn find<'a>(
     providers: &'a [Provider],
     api_keys: Option<&'a ApiKeys>,
+    session_cookie: Option<&'a str>,
     requires: &[Requirement],
     request: &Request<'a>,
 ) -> Vec<Candidate<'a>> {
@@ -128,6 +137,19 @@ pub fn find<'a>(
             Requirement::OpaqueToken => {
                 if let Some(token) = agent_token(request) {
                     push(Candidate::OpaqueToken(token));
+                }
+            }
+            Requirement::Session => {
+                let found = session_cookie.and_then(|name| {
+                    let token = request.cookie(name).filter(|v| !v.is_empty())?;
+                    Some(Found {
+                        token,
+                        header: None,
+                        cookie: Some(name),
+                    })
+                });
+                if let Some(found) = found {
+                    push(Candidate::Session(found));
                 }
             }
         }

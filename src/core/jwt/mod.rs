@@ -15,6 +15,5 @@ mod rsa;
 mod token;
 pub mod token_cache;
 
-pub use token::{
-    inspect, verify, verify_id_token, Inspected, JwtError, Verified, MAX_TOKEN_BYTES,
-};
+pub use claims::lookup as claims_lookup;
+pub use token::{inspect, verify, verify_id_token, Inspected, JwtError, Verified, MAX_TOKEN_BYTES};

@@ -155,10 +155,7 @@ mod tests {
             "%2F%252F",
         ] {
             let got = safe_return_path(Some(bad));
-            assert!(
-                got == "/" || got == "/%2F",
-                "{bad} -> {got}"
-            );
+            assert!(got == "/" || got == "/%2F", "{bad} -> {got}");
         }
         assert_eq!(safe_return_path(None), "/");
     }
@@ -169,7 +166,10 @@ mod tests {
         assert!(a.starts_with("__Host-authgate_a_") && a.len() == "__Host-authgate_a_".len() + 8);
         assert_ne!(a, attempt_cookie_name("state-b", true));
         assert!(attempt_cookie_name("state-a", false).starts_with("authgate_a_"));
-        assert_eq!(query_param("a=1&state=x%2By&b", "state").as_deref(), Some("x+y"));
+        assert_eq!(
+            query_param("a=1&state=x%2By&b", "state").as_deref(),
+            Some("x+y")
+        );
         assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
     }
 }

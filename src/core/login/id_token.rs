@@ -38,10 +38,16 @@ impl IdTokenError {
         match self {
             IdTokenError::Jwt(error) => format!("the ID token is not valid: {error}"),
             IdTokenError::WrongNonce => "the ID token is not for this sign-in (nonce)".into(),
-            IdTokenError::WrongAuthorizedParty => "the ID token was issued to another client (azp)".into(),
+            IdTokenError::WrongAuthorizedParty => {
+                "the ID token was issued to another client (azp)".into()
+            }
             IdTokenError::NoSubject => "the ID token names no subject".into(),
-            IdTokenError::EmailNotVerified => "the identity provider has not verified this email address".into(),
-            IdTokenError::NotFresh => "the identity provider did not ask you to sign in again".into(),
+            IdTokenError::EmailNotVerified => {
+                "the identity provider has not verified this email address".into()
+            }
+            IdTokenError::NotFresh => {
+                "the identity provider did not ask you to sign in again".into()
+            }
         }
     }
 }
@@ -88,7 +94,7 @@ pub fn check(token: &str, expect: &Expect<'_>) -> Result<SignedIn, IdTokenError>
     if let Some(since) = expect.fresh_since_s {
         let leeway = i64::try_from(expect.provider.clock_skew_s).unwrap_or(0);
         let auth_time = claims.get("auth_time").and_then(Value::as_i64);
-        if !auth_time.is_some_and(|t| t.saturating_add(leeway) >= since) {
+        if auth_time.is_none_or(|t| t.saturating_add(leeway) < since) {
             return Err(IdTokenError::NotFresh);
         }
     }
@@ -128,7 +134,11 @@ mod tests {
 
     fn sign(claims: Value) -> String {
         let part = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
-        let input = format!("{}.{}", part(&json!({"alg": "HS256", "kid": "k"})), part(&claims));
+        let input = format!(
+            "{}.{}",
+            part(&json!({"alg": "HS256", "kid": "k"})),
+            part(&claims)
+        );
         let signature = Hs256.sign(&Hs256Key::new(SECRET), input.as_bytes());
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_bytes()))
     }
@@ -194,8 +204,14 @@ mod tests {
             (without("email_verified"), EmailNotVerified),
             (without("email"), EmailNotVerified),
             (with("sub", json!("")), NoSubject),
-            (with("aud", json!("someone-else")), Jwt(JwtError::WrongAudience)),
-            (with("iss", json!("https://evil.test")), Jwt(JwtError::WrongIssuer)),
+            (
+                with("aud", json!("someone-else")),
+                Jwt(JwtError::WrongAudience),
+            ),
+            (
+                with("iss", json!("https://evil.test")),
+                Jwt(JwtError::WrongIssuer),
+            ),
             (with("exp", json!(NOW - 3600)), Jwt(JwtError::Expired)),
             (without("exp"), Jwt(JwtError::MissingExpiration)),
         ];

@@ -2,6 +2,12 @@
 //! re-authentication: sealing cookies and tickets (`seal`), one attempt's state, nonce, verifier
 //! and return target (`flow`), and the ID token checks (`id_token`).
 
+pub mod config;
+pub mod endpoints;
 pub mod flow;
 pub mod id_token;
 pub mod seal;
+pub mod session;
+
+#[cfg(test)]
+mod tests;

@@ -118,13 +118,20 @@ mod tests {
         let old = Keys::new(&[[1; 32]]).unwrap();
         let rotated = Keys::new(&[[2; 32], [1; 32]]).unwrap();
         let sealed = old.seal(Purpose::Session, b"alice", [7; 12]).unwrap();
-        assert_eq!(old.open(Purpose::Session, &sealed).as_deref(), Some(&b"alice"[..]));
+        assert_eq!(
+            old.open(Purpose::Session, &sealed).as_deref(),
+            Some(&b"alice"[..])
+        );
         assert_eq!(
             rotated.open(Purpose::Session, &sealed).as_deref(),
             Some(&b"alice"[..]),
             "a value sealed by a retired key still opens while the key is listed"
         );
-        assert_eq!(old.open(Purpose::Ticket, &sealed), None, "bound to its purpose");
+        assert_eq!(
+            old.open(Purpose::Ticket, &sealed),
+            None,
+            "bound to its purpose"
+        );
         let new = rotated.seal(Purpose::Session, b"bob", [8; 12]).unwrap();
         assert_eq!(old.open(Purpose::Session, &new), None, "an unknown key");
         assert!(new.starts_with(&hex::encode(&Sha256::digest([2; 32])[..4])));

@@ -31,6 +31,8 @@ pub mod raw {
         pub session_reply: Option<SessionReply>,
         #[serde(default)]
         pub enterprise: bool,
+        #[serde(default)]
+        pub login: bool,
     }
 
     #[derive(Deserialize, Default)]
@@ -58,6 +60,8 @@ pub struct Rule {
     pub session_reply: SessionReply,
     /// Ask the enterprise authorization service once the credential is valid.
     pub enterprise: bool,
+    /// A browser navigating without a credential is sent to sign in.
+    pub login: bool,
 }
 
 /// The credentials configured, for checking what rules ask for.
@@ -66,6 +70,8 @@ pub(crate) struct Credentials<'a> {
     pub api_keys: bool,
     pub opaque_tokens: OpaqueTokens,
     pub enterprise: bool,
+    /// A `login` section is configured: `session` is a credential.
+    pub session: bool,
 }
 
 pub(crate) fn compile_rule(
@@ -158,7 +164,14 @@ pub(crate) fn compile_rule(
         }
         requires.push(parsed);
     }
+    if raw.login && !requires.contains(&Requirement::Session) {
+        return Err(ConfigError::new(
+            format!("{path}.login"),
+            "sends browsers to sign in, so \"session\" must be in requires_any",
+        ));
+    }
     Ok(Rule {
+        login: raw.login,
         path: matcher.path,
         prefix: matcher.prefix,
         methods,
@@ -188,6 +201,13 @@ fn parse_requirement(
         }
         "opaque_token" if credentials.opaque_tokens == OpaqueTokens::Enterprise => {
             return Ok(Requirement::OpaqueToken)
+        }
+        "session" if credentials.session => return Ok(Requirement::Session),
+        "session" => {
+            return Err(ConfigError::new(
+                at,
+                "\"session\" needs a login section (sign-in at the gateway)",
+            ))
         }
         "opaque_token" => {
             return Err(ConfigError::new(

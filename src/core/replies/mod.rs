@@ -10,6 +10,6 @@ mod status;
 pub(crate) use status::sanitize;
 pub use status::{
     authorization_unavailable, bad_request, forbidden, health, insufficient_scope, invalid_token,
-    jwks_unavailable, not_configured, overloaded, rate_limited, session_expired, session_message,
-    unauthenticated, Reply,
+    jwks_unavailable, not_configured, overloaded, page, rate_limited, session_expired,
+    session_message, unauthenticated, Reply,
 };

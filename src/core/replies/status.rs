@@ -160,6 +160,56 @@ pub fn overloaded(request_id: Option<&str>) -> Reply {
     reply
 }
 
+/// A sign-in page or its JSON: for a browser (`html`) a small page that says what happened,
+/// else `{"error": …, "message": …}`.
+pub fn page(
+    status: u16,
+    error: &str,
+    message: &str,
+    html: bool,
+    request_id: Option<&str>,
+) -> Reply {
+    if !html {
+        return json_reply(
+            status,
+            json!({"error": error, "message": message}),
+            request_id,
+        );
+    }
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let title = if status < 400 {
+        "Signed in"
+    } else {
+        "Sign-in problem"
+    };
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body><h1>{title}</h1><p id=\"message\">{}</p><p><small>{}</small></p></body></html>\n",
+        escape(message),
+        escape(
+            &request_id
+                .map(|id| format!("request {id}"))
+                .unwrap_or_default()
+        ),
+    );
+    Reply {
+        status,
+        headers: vec![
+            (
+                "content-type".to_string(),
+                "text/html; charset=utf-8".to_string(),
+            ),
+            ("cache-control".to_string(), "no-store".to_string()),
+        ],
+        body,
+    }
+}
+
 /// The filter has no valid configuration: fail closed, and say so.
 pub fn not_configured() -> Reply {
     json_reply(
