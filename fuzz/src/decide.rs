@@ -896,7 +896,7 @@ pub fn tally() -> std::collections::BTreeMap<String, usize> {
 fn count(known: bool, origin: Origin, step: &Step) {
     let kind = match step {
         Step::Continue { .. } => "continue",
-        Step::SignIn(_) => "sign-in",
+        Step::SignIn(_) | Step::Renew(_) => "sign-in",
         Step::Respond(reply) => match reply.status {
             200 => "respond 200",
             302 => "respond 302",
@@ -994,7 +994,7 @@ impl Run<'_> {
                 check_reply(&out, headers, &fuzz.echoes());
             }
             Step::WaitForKeys { .. } => {}
-            Step::SignIn(_) => assert!(
+            Step::SignIn(_) | Step::Renew(_) => assert!(
                 self.config.login.is_some(),
                 "a sign-in step without a login section"
             ),

@@ -254,6 +254,14 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         .login
         .map(|login| crate::core::login::config::compile(login, &providers))
         .transpose()?;
+    if let (Some(_), Some(enterprise)) = (&login, &enterprise) {
+        if enterprise.gateway_key.is_none() {
+            return Err(ConfigError::new(
+                "enterprise.gateway_key",
+                "with a login section, agent re-authentication renews sessions through the service: give the key it expects",
+            ));
+        }
+    }
     let credentials = Credentials {
         session: login.is_some(),
         providers: &providers,

@@ -16,6 +16,7 @@ use crate::core::jwt::keystate::ProviderKeys;
 use crate::core::jwt::token_cache::{TokenCache, TokenHash, DEFAULT_CAPACITY};
 use crate::core::jwt::JwtError;
 use crate::core::login::endpoints::{self as sign_in, Exchange};
+use crate::core::login::reauth::{Renewal, Ticket};
 use crate::core::login::session::{set_cookie, Session};
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::policy::backoff::{
@@ -33,6 +34,9 @@ use crate::core::request::Request;
 
 /// The token cache's provider index for opened session cookies (no provider has it).
 const SESSION_PROVIDER: usize = usize::MAX;
+
+/// An "expired session" answer is cached at most this long (DESIGN: sign-in, across workers).
+const MAX_EXPIRED_TTL_S: u64 = 2;
 
 /// What the shell does with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +61,9 @@ pub enum Step {
     /// A sign-in callback: exchange the code at the token endpoint, then answer with
     /// `login::endpoints::complete`.
     SignIn(Box<Exchange>),
+    /// A signed-in owner confirmed an agent's renewal: post it to `enterprise.renew_path`, then
+    /// answer with `login::reauth::renewed` (and drop the token's cached decisions everywhere).
+    Renew(Box<Renewal>),
 }
 
 /// What this request, and no other sharing its decision, changes on its way upstream.
@@ -97,6 +104,9 @@ pub struct Pending {
     pub rewrite: Rewrite,
     /// The credential's SHA-256 (signing input for a JWT): cached decisions are filed under it.
     pub credential_hash: TokenHash,
+    /// The client's address and User-Agent, named on a re-auth confirmation page.
+    pub client: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 /// What the service's answer (or its absence) came to, shared by every request that waited.
@@ -203,6 +213,23 @@ pub fn decide(
                     step: Step::SignIn(exchange),
                     log: "sign-in: exchanging the code".to_string(),
                 },
+                sign_in::Answer::Renew(renewal) if config.enterprise.is_some() => Decision {
+                    log: format!(
+                        "reauth: renewing token={}",
+                        fingerprint(&renewal.token_sha256)
+                    ),
+                    step: Step::Renew(renewal),
+                },
+                sign_in::Answer::Renew(_) => respond(
+                    replies::page(
+                        404,
+                        "not_found",
+                        "no authorization service renews sessions here",
+                        true,
+                        request_id,
+                    ),
+                    "reauth: no enterprise section".to_string(),
+                ),
             };
         }
     }
@@ -690,6 +717,8 @@ impl Run<'_, '_> {
             },
             rewrite: rewrite(self.config, request, valid.strip.as_ref()),
             credential_hash: hash,
+            client: client_ip.map(|ip| ip.to_string()),
+            user_agent: request.header("user-agent").map(str::to_string),
         };
         if let Lookup::Fresh(decided) = lookup {
             self.metrics.increment(Metric::AuthzCacheHit);
@@ -959,7 +988,8 @@ pub fn complete_authz(
             let decided = Decided::Expired {
                 reauth_url: reauth_url.map(Rc::from),
             };
-            (decided, enterprise.deny_ttl_s)
+            // Briefly: a renewal on another replica cannot reach this cache.
+            (decided, enterprise.deny_ttl_s.min(MAX_EXPIRED_TTL_S))
         }
     };
     if ttl_s > 0 {
@@ -1072,11 +1102,22 @@ pub fn resolve(
         Resolution::Decided(Decided::Expired { reauth_url }) => {
             count_denied(metrics, pending.kind);
             let now_s = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+            // With sign-in at the gateway, the link is the gateway's own: a sealed ticket that
+            // renews only after the token's owner signs in.
+            let ticket_url = config.login.as_ref().and_then(|login| {
+                Ticket::issue(
+                    &pending.credential_hash,
+                    pending.client.as_deref(),
+                    pending.user_agent.as_deref(),
+                    now_s,
+                )?
+                .url(login)
+            });
             let step = expired_step(
                 config,
                 pending.session_reply,
                 &pending.hints,
-                reauth_url.as_deref(),
+                ticket_url.as_deref().or(reauth_url.as_deref()),
                 &pending.remove,
                 now_s,
                 metrics,
@@ -1149,6 +1190,13 @@ fn expired_step(
     now_s: i64,
     metrics: &mut dyn MetricSink,
 ) -> Step {
+    // An expired JWT has no ticket: with sign-in at the gateway, signing in again is the way.
+    let login_url = config
+        .login
+        .as_ref()
+        .filter(|_| reauth_url.is_none() && config.session.reauth_url.is_none())
+        .map(|login| format!("{}{}", login.public_url, login.login_path));
+    let reauth_url = reauth_url.or(login_url.as_deref());
     match session::expired_reply(&config.session, kind, hints, reauth_url, now_s, metrics) {
         Expired::Now(reply) => Step::Respond(reply),
         Expired::AfterBody(mut reply) => {

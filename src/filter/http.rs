@@ -68,6 +68,12 @@ impl HttpContext for AuthHttp {
                 }
                 return Action::Pause;
             }
+            Step::Renew(renewal) => {
+                if vm.start_renewal(self.context_id, *renewal) {
+                    self.paused = true;
+                }
+                return Action::Pause;
+            }
             Step::SessionReply(reply) if end_of_stream => {
                 host::send_reply(&reply.build(&BodyFacts::NotJson));
                 return Action::Pause;
@@ -101,7 +107,8 @@ impl HttpContext for AuthHttp {
             Step::WaitForKeys { .. }
             | Step::CallAuthz(_)
             | Step::SessionReply(_)
-            | Step::SignIn(_) => {
+            | Step::SignIn(_)
+            | Step::Renew(_) => {
                 host::send_reply(&replies::jwks_unavailable(None));
                 Action::Pause
             }

@@ -16,6 +16,7 @@ use crate::core::engine::{
 use crate::core::header_pairs;
 use crate::core::jwt::token_cache::TokenHash;
 use crate::core::login::endpoints as sign_in;
+use crate::core::login::reauth::{self, Renewal};
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::policy::backoff::SharedStore;
 use crate::core::replies;
@@ -57,8 +58,15 @@ pub struct Vm {
     authz_latency_ms: Option<u32>,
     upstream: UpstreamWatch,
     cache_stats: CacheStats,
-    /// Sign-in callbacks waiting for the token endpoint: call token → (request, what it needs).
-    sign_ins: RefCell<HashMap<u32, (u32, sign_in::Pending)>>,
+    /// Sign-in calls in flight (token exchanges, renewals): call token → (request, what the
+    /// answer needs).
+    sign_ins: RefCell<HashMap<u32, (u32, SignInCall)>>,
+}
+
+/// A sign-in request waiting for a call.
+enum SignInCall {
+    Exchange(sign_in::Pending),
+    Renew(Box<Renewal>),
 }
 
 /// Decisions for paused requests, by context id, for the caller to deliver.
@@ -186,7 +194,8 @@ impl Vm {
 
     /// On the tick: credentials other workers saw refused.
     pub fn apply_published_evictions(&self) {
-        if !self.evicts_on_upstream() {
+        // Upstream refusals and sign-in renewals both drop a credential's decisions.
+        if !self.evicts_on_upstream() && self.config.login.is_none() {
             return;
         }
         for credential in self.upstream.published() {
@@ -565,7 +574,7 @@ impl Vm {
         match host::dispatch(&cluster, &headers, &body, SIGN_IN_TIMEOUT) {
             Some(token) => {
                 if let Ok(mut waiting) = self.sign_ins.try_borrow_mut() {
-                    waiting.insert(token, (context_id, pending));
+                    waiting.insert(token, (context_id, SignInCall::Exchange(pending)));
                 }
                 true
             }
@@ -586,11 +595,65 @@ impl Vm {
         }
     }
 
-    /// The token endpoint's answer to sign-in call `token`: the reply for its request (the
-    /// effective context is that request). None when `token` is no sign-in call.
+    /// An owner confirmed a renewal: posts it to the authorization service. False when the
+    /// call could not be made (the request is answered here, then).
+    pub fn start_renewal(&self, context_id: u32, renewal: Renewal) -> bool {
+        let Some(enterprise) = self.config.enterprise.as_ref() else {
+            return false;
+        };
+        let headers = vec![
+            (":method".to_string(), "POST".to_string()),
+            (":path".to_string(), enterprise.renew_path.clone()),
+            (":authority".to_string(), enterprise.authority.clone()),
+            ("content-type".to_string(), "application/json".to_string()),
+            (
+                "x-authgate-gateway-key".to_string(),
+                enterprise.gateway_key.clone().unwrap_or_default(),
+            ),
+        ];
+        match host::dispatch(
+            &enterprise.cluster,
+            &headers,
+            &renewal.body,
+            Duration::from_millis(enterprise.timeout_ms),
+        ) {
+            Some(token) => {
+                if let Ok(mut waiting) = self.sign_ins.try_borrow_mut() {
+                    waiting.insert(token, (context_id, SignInCall::Renew(Box::new(renewal))));
+                }
+                true
+            }
+            None => {
+                host::send_reply(&replies::page(
+                    503,
+                    "unavailable",
+                    "the authorization service cannot be reached; retry",
+                    renewal.html,
+                    renewal.request_id.as_deref(),
+                ));
+                false
+            }
+        }
+    }
+
+    /// The answer to sign-in call `token` (a code exchange or a renewal): the reply for its
+    /// request (the effective context is that request). None when `token` is no such call.
     pub fn finish_sign_in(&self, token: u32, body_size: usize) -> Option<replies::Reply> {
-        let (_, pending) = self.sign_ins.try_borrow_mut().ok()?.remove(&token)?;
+        let (_, call) = self.sign_ins.try_borrow_mut().ok()?.remove(&token)?;
         let login = self.config.login.as_ref()?;
+        let pending = match call {
+            SignInCall::Exchange(pending) => pending,
+            SignInCall::Renew(renewal) => {
+                let (status, body) = host::callout_response(body_size, 64 * 1024);
+                let (reply, renewed) = reauth::renewed(login, &renewal, status, body.as_deref());
+                if renewed {
+                    // The token's cached "expired" answer goes now, here and on every worker.
+                    self.evict_credential(&renewal.token_sha256);
+                    self.upstream.publish(renewal.token_sha256, host::now_ms());
+                }
+                return Some(reply);
+            }
+        };
         let provider = self.config.providers.get(login.provider)?;
         let response = host::callout_response(body_size, sign_in::MAX_TOKEN_RESPONSE_BYTES);
         let keys = self
@@ -747,7 +810,7 @@ impl Vm {
             }
             // A request that waited once is answered, never paused again; an authorization call
             // is started before a resumed request gets here; sign-in paths never wait.
-            Step::WaitForKeys { .. } | Step::CallAuthz(_) | Step::SignIn(_) => {
+            Step::WaitForKeys { .. } | Step::CallAuthz(_) | Step::SignIn(_) | Step::Renew(_) => {
                 host::send_reply(&replies::jwks_unavailable(request_id));
             }
         }

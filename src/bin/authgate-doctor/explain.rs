@@ -211,7 +211,7 @@ fn decide(config: &Config, state: &mut State, token: &str, args: &[String], now_
             println!("✗ the provider's keys are not available");
             Outcome::NotFine
         }
-        Step::SignIn(_) => {
+        Step::SignIn(_) | Step::Renew(_) => {
             println!("✗ a sign-in callback, answered by the gateway itself");
             Outcome::NotFine
         }

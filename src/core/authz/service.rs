@@ -32,6 +32,8 @@ pub mod raw {
         pub openfga: Option<OpenFga>,
         pub upstream_headers: Option<Vec<String>>,
         pub expose_reason: Option<bool>,
+        pub renew_path: Option<String>,
+        pub gateway_key: Option<String>,
     }
 
     #[derive(Deserialize, Default)]
@@ -87,6 +89,11 @@ pub struct Enterprise {
     pub max_stale_s: u64,
     /// A deny's `reason` reaches the client (else a generic message does).
     pub expose_reason: bool,
+    /// Where a signed-in owner's renewal of an agent session is posted (sign-in).
+    pub renew_path: String,
+    /// Sent as `x-authgate-gateway-key` on renewal calls: the service renews only for the
+    /// gateway.
+    pub gateway_key: Option<String>,
     /// Upstream statuses (401, 403) that drop every cached decision of the request's credential.
     pub evict_on_upstream: Vec<u16>,
 }
@@ -252,6 +259,20 @@ impl Enterprise {
             upstream_headers,
             max_stale_s: cache.max_stale_s.unwrap_or(DEFAULT_MAX_STALE_S),
             expose_reason: raw.expose_reason.unwrap_or(false),
+            renew_path: match raw.renew_path {
+                Some(path) if path.starts_with('/') => path,
+                Some(_) => return Err(ConfigError::new(at("renew_path"), "must start with '/'")),
+                None => "/api/sessions/renew".to_string(),
+            },
+            gateway_key: match raw.gateway_key {
+                Some(key) if key.len() < 16 || !key.bytes().all(|b| b.is_ascii_graphic()) => {
+                    return Err(ConfigError::new(
+                        at("gateway_key"),
+                        "at least 16 printable characters (a random secret the service also knows)",
+                    ))
+                }
+                other => other,
+            },
             evict_on_upstream,
         })
     }

@@ -14,6 +14,7 @@ use crate::core::login::flow::{
     attempt_cookie_name, percent_encode, query_param, safe_return_path, Attempt,
 };
 use crate::core::login::id_token::{self, Expect, IdTokenError};
+use crate::core::login::reauth::{self, Renewal, Ticket};
 use crate::core::login::seal::Purpose;
 use crate::core::login::session::{set_cookie, Session};
 use crate::core::replies::{self, Reply};
@@ -30,6 +31,8 @@ pub enum Answer {
     Reply(Reply),
     /// Exchange the code at the token endpoint, then `complete`.
     Exchange(Box<Exchange>),
+    /// Ask the authorization service to renew an agent's session (the owner confirmed).
+    Renew(Box<Renewal>),
 }
 
 /// The token request, and what completing the sign-in needs.
@@ -85,11 +88,52 @@ pub fn handle(login: &Login, request: &Request<'_>, path: &str, now_s: i64) -> O
     if path == login.logout_path {
         return Some(Answer::Reply(logout(login, request, html)));
     }
+    if path == login.reauth_path {
+        return Some(match method {
+            "POST" => match reauth::confirmed(login, request, now_s) {
+                Ok(renewal) => Answer::Renew(Box::new(renewal)),
+                Err(reply) => Answer::Reply(reply),
+            },
+            "GET" | "HEAD" => {
+                let sealed = request.query().and_then(|q| query_param(q, "ticket"));
+                match sealed.filter(|s| Ticket::open(login, s, now_s).is_some()) {
+                    Some(sealed) => Answer::Reply(start_with(login, "/".into(), Some(sealed), now_s, html, request_id)),
+                    None => Answer::Reply(page(
+                        400,
+                        "reauth_failed",
+                        "this re-authentication link is not valid or has expired; ask the agent again for a new one",
+                        html,
+                        request_id,
+                    )),
+                }
+            }
+            _ => Answer::Reply(page(
+                405,
+                "method_not_allowed",
+                "open the link with GET",
+                html,
+                request_id,
+            )),
+        });
+    }
     None
 }
 
 /// 302 to the IdP, with a fresh attempt in its own cookie.
 fn start(login: &Login, rd: String, now_s: i64, html: bool, request_id: Option<&str>) -> Reply {
+    start_with(login, rd, None, now_s, html, request_id)
+}
+
+/// The same, for an agent re-authentication when `ticket` is given: the IdP must ask the user
+/// to sign in again (`prompt=login`).
+fn start_with(
+    login: &Login,
+    rd: String,
+    ticket: Option<String>,
+    now_s: i64,
+    html: bool,
+    request_id: Option<&str>,
+) -> Reply {
     let mut random = [0u8; 96 + 12];
     if getrandom::getrandom(&mut random).is_err() {
         return page(
@@ -104,7 +148,8 @@ fn start(login: &Login, rd: String, now_s: i64, html: bool, request_id: Option<&
     nonce.copy_from_slice(&random[96..]);
     let mut seed = [0u8; 96];
     seed.copy_from_slice(&random[..96]);
-    let attempt = Attempt::new(&seed, rd, now_s, None);
+    let fresh = ticket.is_some();
+    let attempt = Attempt::new(&seed, rd, now_s, ticket);
     let Some(sealed) = serde_json::to_vec(&attempt)
         .ok()
         .and_then(|plain| login.keys.seal(Purpose::Attempt, &plain, nonce))
@@ -117,7 +162,7 @@ fn start(login: &Login, rd: String, now_s: i64, html: bool, request_id: Option<&
             request_id,
         );
     };
-    let location = authorization_url(login, &attempt, false);
+    let location = authorization_url(login, &attempt, fresh);
     let cookie = attempt_cookie_name(&attempt.state, login.secure);
     redirect(
         &location,
@@ -313,6 +358,25 @@ pub fn complete(
         }
         Err(error) => return fail(502, "idp_error", &error.describe()),
     };
+    if let Some(sealed) = &pending.attempt.ticket {
+        // An agent re-authentication: no browser session, a page to confirm the renewal.
+        let confirm = Ticket::open(login, sealed, now_s).and_then(|ticket| {
+            reauth::confirm_page(login, ticket, &signed_in, &provider.issuer, now_s)
+        });
+        return match confirm {
+            Some(mut reply) => {
+                reply
+                    .headers
+                    .push(("set-cookie".to_string(), clear_attempt));
+                reply
+            }
+            None => fail(
+                400,
+                "reauth_failed",
+                "the re-authentication link expired meanwhile; ask the agent for a new one",
+            ),
+        };
+    }
     let mut random = [0u8; 16 + 12];
     if getrandom::getrandom(&mut random).is_err() {
         return fail(503, "unavailable", "no randomness for a session; retry");

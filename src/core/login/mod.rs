@@ -6,6 +6,7 @@ pub mod config;
 pub mod endpoints;
 pub mod flow;
 pub mod id_token;
+pub mod reauth;
 pub mod seal;
 pub mod session;
 

@@ -17,6 +17,8 @@ pub enum Purpose {
     Session,
     Attempt,
     Ticket,
+    /// A signed-in owner's pending confirmation of a renewal.
+    Renewal,
 }
 
 impl Purpose {
@@ -25,6 +27,7 @@ impl Purpose {
             Purpose::Session => b"authgate.session.v1",
             Purpose::Attempt => b"authgate.attempt.v1",
             Purpose::Ticket => b"authgate.ticket.v1",
+            Purpose::Renewal => b"authgate.renewal.v1",
         }
     }
 }

@@ -519,3 +519,244 @@ fn login_configuration_errors_name_the_field() {
         Some("rules[0].requires_any[0]")
     );
 }
+
+fn reauth_config() -> Config {
+    let k = URL_SAFE_NO_PAD.encode("an-hmac-secret-of-at-least-32-bytes!");
+    let json = json!({
+        "jwt_providers": {"idp": {"issuer": "https://idp.test",
+            "local_jwks": {"keys": [{"kty": "oct", "kid": "k", "k": k}]}}},
+        "opaque_tokens": "enterprise",
+        "client_ip": {"from": "x-forwarded-for", "trusted_hops": 0},
+        "rules": [{"match": {"prefix": "/v1/"}, "requires_any": ["opaque_token"],
+                   "enterprise": true, "session_reply": "openai"}],
+        "enterprise": {"cluster": "authz", "authority": "authz.internal",
+                       "gateway_key": "gateway-key-0123456789"},
+        "login": login_section()
+    });
+    Config::parse(json.to_string().as_bytes()).unwrap()
+}
+
+#[test]
+fn an_expired_agent_session_is_renewed_only_after_its_owner_signs_in_and_confirms() {
+    use crate::core::engine::{complete_authz, resolve};
+    let config = reauth_config();
+    let mut state = State::new(&config);
+    let agent = [
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        (":authority", "gw.test"),
+        ("authorization", "Bearer agent-token-1"),
+        ("user-agent", "claude-cli/2.1"),
+        ("x-forwarded-for", "203.0.113.9"),
+    ];
+    let Step::CallAuthz(call) = run(&config, &mut state, &agent).step else {
+        panic!("expected an authorization call")
+    };
+    let answer = br#"{"authorized": false, "session": {"status": "expired",
+                      "reauth_url": "http://service.test/reauth?code=opens-without-sign-in"}}"#;
+    let now_ms = u64::try_from(NOW_S).unwrap() * 1000;
+    let resolution = complete_authz(
+        &config,
+        &mut state,
+        &call.key,
+        &call.pending,
+        (200, Some(&answer[..])),
+        now_ms,
+        &mut Recorded::default(),
+    );
+    let decision = resolve(
+        &config,
+        &call.pending,
+        &resolution,
+        now_ms,
+        Effects {
+            metrics: &mut Recorded::default(),
+            shared: &mut MemoryStore::default(),
+        },
+    );
+    let Step::SessionReply(llm) = decision.step else {
+        panic!("{:?}", decision.step)
+    };
+    let url = llm.reauth_url.clone().unwrap();
+    assert!(
+        url.starts_with("https://gw.test/auth/reauth?ticket="),
+        "{url}"
+    );
+    assert!(
+        llm.text.contains(&url),
+        "the agent shows the gateway's link, not the service's"
+    );
+
+    // Opening the link signs in afresh; a tampered ticket does not even start.
+    let link = url.trim_start_matches("https://gw.test");
+    let step = run(
+        &config,
+        &mut state,
+        &[
+            (":method", "GET"),
+            (":path", link),
+            (":authority", "gw.test"),
+        ],
+    )
+    .step;
+    let out = reply(&step);
+    assert_eq!(out.status, 302, "{}", out.body);
+    assert!(header(out, "location")[0].ends_with("&prompt=login"));
+    let tampered = format!("{link}x");
+    let step = run(
+        &config,
+        &mut state,
+        &[
+            (":method", "GET"),
+            (":path", &tampered),
+            (":authority", "gw.test"),
+        ],
+    )
+    .step;
+    assert_eq!(reply(&step).status, 400);
+
+    let location = header(out, "location")[0];
+    let state_value = query_param(location.split_once('?').unwrap().1, "state").unwrap();
+    let attempt_cookie = header(out, "set-cookie")[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let callback = format!("/auth/callback?code=c&state={state_value}");
+    let Step::SignIn(exchange) = run(
+        &config,
+        &mut state,
+        &[
+            (":method", "GET"),
+            (":path", &callback),
+            (":authority", "gw.test"),
+            ("cookie", &attempt_cookie),
+        ],
+    )
+    .step
+    else {
+        panic!("expected the code exchange")
+    };
+    let login = config.login.as_ref().unwrap();
+    let provider = &config.providers[0];
+    let crate::core::jwt::provider::JwksSource::Local(keys) = &provider.jwks else {
+        panic!()
+    };
+    let id_token = |auth_time: i64| {
+        json!({"id_token": hs256(&json!({"iss": "https://idp.test", "aud": "authgate",
+            "sub": "alice", "email": "alice@example.com", "email_verified": true,
+            "nonce": exchange.pending.attempt.nonce, "iat": NOW_S, "exp": NOW_S + 300,
+            "auth_time": auth_time}))})
+        .to_string()
+    };
+    // A sign-in the IdP did not make fresh (an old auth_time) is refused.
+    let stale = id_token(NOW_S - 3600);
+    let out = complete(
+        login,
+        provider,
+        Some(keys),
+        &exchange.pending,
+        (200, Some(stale.as_bytes())),
+        NOW_S,
+    );
+    assert_eq!(out.status, 502);
+    let fresh = id_token(NOW_S);
+    let page = complete(
+        login,
+        provider,
+        Some(keys),
+        &exchange.pending,
+        (200, Some(fresh.as_bytes())),
+        NOW_S,
+    );
+    assert_eq!(page.status, 200);
+    assert!(
+        !header(&page, "set-cookie")
+            .iter()
+            .any(|c| c.starts_with("__Host-authgate_session=")),
+        "a re-authentication makes no browser session"
+    );
+    let token_sha = hex::encode(call.pending.credential_hash);
+    for shown in [
+        &token_sha[..12],
+        "203.0.113.9",
+        "claude-cli/2.1",
+        "alice@example.com",
+    ] {
+        assert!(
+            page.body.contains(shown),
+            "the page names {shown}: {}",
+            page.body
+        );
+    }
+    let action = page
+        .body
+        .split("action=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    let confirmation = header(&page, "set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("__Host-authgate_r_"))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Only the page's own POST, with its cookie and CSRF value, asks for the renewal.
+    let post = |origin: &str, path: &str, cookie: &str| {
+        run(
+            &config,
+            &mut State::new(&config),
+            &[
+                (":method", "POST"),
+                (":path", path),
+                (":authority", "gw.test"),
+                ("origin", origin),
+                ("cookie", cookie),
+            ],
+        )
+        .step
+    };
+    assert_eq!(
+        reply(&post("https://evil.test", &action, &confirmation)).status,
+        403
+    );
+    assert_eq!(
+        reply(&post("https://gw.test", &action, "other=1")).status,
+        400
+    );
+    let forged = action.replace("csrf=", "csrf=0");
+    assert_eq!(
+        reply(&post("https://gw.test", &forged, &confirmation)).status,
+        400
+    );
+    let Step::Renew(renewal) = post("https://gw.test", &action, &confirmation) else {
+        panic!("expected the renewal call")
+    };
+    let body: Value = serde_json::from_slice(&renewal.body).unwrap();
+    assert_eq!(body["token_sha256"], token_sha);
+    assert_eq!(body["user_email"], "alice@example.com");
+    assert_eq!(
+        body["subject"],
+        json!({"id": "alice", "issuer": "https://idp.test"})
+    );
+    assert_eq!(body["ticket_id"].as_str().map(str::len), Some(32));
+
+    use crate::core::login::reauth::renewed;
+    let (done, ok) = renewed(login, &renewal, 200, Some(br#"{"renewed": true}"#));
+    assert!(ok && done.status == 200);
+    let (refused, ok) = renewed(
+        login,
+        &renewal,
+        200,
+        Some(br#"{"renewed": false, "reason": "you are not this token's owner"}"#),
+    );
+    assert!(!ok && refused.status == 403 && refused.body.contains("not this token"));
+    let (down, ok) = renewed(login, &renewal, 0, None);
+    assert!(!ok && down.status == 503);
+}

@@ -31,11 +31,12 @@ fn with_header(mut reply: Reply, name: &str, value: String) -> Reply {
 }
 
 /// Makes a value safe inside a quoted header parameter and a JSON log: no quotes, backslashes
-/// or control characters, bounded length.
+/// or control characters, bounded length (room for a re-auth URL with its sealed ticket, which
+/// must never be cut).
 pub(crate) fn sanitize(text: &str) -> String {
     text.chars()
         .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
-        .take(256)
+        .take(2048)
         .collect()
 }
 
