@@ -93,7 +93,21 @@ CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS used_tickets (
+    ticket_id TEXT PRIMARY KEY,
+    used_at INTEGER NOT NULL
+);
 ";
+
+/// Used re-auth ticket ids are kept this long (tickets live 10 minutes).
+const USED_TICKET_KEEP_S: i64 = 86_400;
+
+/// What a renewal request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    Renewed { session_expires_at: i64 },
+    Refused(&'static str),
+}
 
 /// Databases made before the one-code-per-token rule may hold several rows per token, and dead
 /// ones: drop those (keeping each token's newest live code) so the unique index can exist.
@@ -468,6 +482,72 @@ impl AuthzStore {
         );
     }
 
+    /// A signed-in user asks, through the gateway, to renew an agent token's session: only the
+    /// token's owner, with a verified email, and only once per ticket.
+    pub fn renew(
+        &self,
+        token_sha256: &str,
+        ticket_id: &str,
+        user_email: Option<&str>,
+        email_verified: bool,
+        session_ttl_s: u64,
+    ) -> Result<Renewal, String> {
+        let now = unix_now();
+        let tx = self.conn.unchecked_transaction().map_err(db)?;
+        tx.execute(
+            "DELETE FROM used_tickets WHERE used_at < ?1",
+            params![now - USED_TICKET_KEEP_S],
+        )
+        .map_err(db)?;
+        let fresh = tx
+            .execute(
+                "INSERT INTO used_tickets (ticket_id, used_at) VALUES (?1, ?2)
+                 ON CONFLICT(ticket_id) DO NOTHING",
+                params![ticket_id, now],
+            )
+            .map_err(db)?;
+        if fresh == 0 {
+            return Ok(Renewal::Refused(
+                "this re-authentication link was already used",
+            ));
+        }
+        let owner: Option<(String, bool)> = tx
+            .query_row(
+                "SELECT user_email, allowed FROM agent_tokens WHERE token_sha256 = ?1",
+                params![token_sha256],
+                |row| Ok((row.get(0)?, row.get::<_, i64>(1)? != 0)),
+            )
+            .optional()
+            .map_err(db)?;
+        let refusal = match (&owner, user_email) {
+            (None, _) => Some("the agent token is unknown"),
+            (Some((_, false)), _) => Some("the agent token is revoked"),
+            (Some(_), None) => Some("the identity provider gave no email address"),
+            (Some((owner, true)), Some(email)) if !owner.eq_ignore_ascii_case(email) => {
+                Some("you are not this agent token's owner")
+            }
+            _ if !email_verified => {
+                Some("the identity provider has not verified your email address")
+            }
+            _ => None,
+        };
+        if let Some(reason) = refusal {
+            // The ticket stays used: a refused link is not tried again.
+            tx.commit().map_err(db)?;
+            return Ok(Renewal::Refused(reason));
+        }
+        let expires_at = now.saturating_add(secs(session_ttl_s));
+        tx.execute(
+            "UPDATE agent_tokens SET session_expires_at = ?2 WHERE token_sha256 = ?1",
+            params![token_sha256, expires_at],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(Renewal::Renewed {
+            session_expires_at: expires_at,
+        })
+    }
+
     /// Redeems a one-time code: renews its token's session for `session_ttl_s`.
     /// `Ok(false)` when the code is unknown, already used or too old.
     pub fn redeem_reauth_code(&self, code: &str, session_ttl_s: u64) -> Result<bool, String> {
@@ -609,6 +689,8 @@ pub struct AuthzOptions {
     pub session_ttl_s: u64,
     /// Most re-auth code rows kept (one per token at most).
     pub max_reauth_codes: usize,
+    /// The key a gateway sends (`x-authgate-gateway-key`) to renew sessions; None: renewal off.
+    pub gateway_key: Option<String>,
 }
 
 impl Default for AuthzOptions {
@@ -619,6 +701,7 @@ impl Default for AuthzOptions {
             admin_token: None,
             session_ttl_s: DEFAULT_SESSION_TTL_S,
             max_reauth_codes: MAX_REAUTH_CODES,
+            gateway_key: None,
         }
     }
 }
@@ -652,6 +735,7 @@ struct Shared {
     /// The `Host` values (lowercase) the browser-facing endpoints answer.
     own_hosts: Vec<String>,
     session_ttl_s: u64,
+    gateway_key: Option<String>,
     log: Mutex<RequestLog>,
 }
 
@@ -703,6 +787,7 @@ impl AuthzService {
             admin_token_sha256: configured.as_deref().map(sha256_hex),
             own_hosts,
             session_ttl_s: options.session_ttl_s,
+            gateway_key: options.gateway_key.clone().filter(|k| !k.is_empty()),
             log: Mutex::new(RequestLog::default()),
         });
         let for_workers = Arc::clone(&shared);
@@ -888,6 +973,10 @@ fn route(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
             None => Reply::html(400, "This sign-in link is incomplete (no code)."),
         },
         ("POST", "/reauth") => reauth_api(shared, request),
+        ("POST", "/api/sessions/renew") => match refuse_authorize(request) {
+            Some(refusal) => refusal,
+            None => renew(shared, request),
+        },
         _ => not_found(&method, path),
     }
 }
@@ -1019,6 +1108,62 @@ fn authorize(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
         Ok(decision) => Reply::json(200, decision),
         Err(e) => Reply::internal(e),
     }
+}
+
+/// `POST /api/sessions/renew` from the gateway, after the token's owner signed in and confirmed:
+/// `{"token_sha256", "ticket_id", "user_email", "email_verified", "subject": {"id", "issuer"}}`.
+fn renew(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
+    let Some(expected) = &shared.gateway_key else {
+        return Reply::error(
+            404,
+            "not_found",
+            "session renewal is not configured (--gateway-key)",
+        );
+    };
+    let presented = header(request, "x-authgate-gateway-key").unwrap_or_default();
+    if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        return Reply::error(
+            401,
+            "unauthorized",
+            "a wrong or missing x-authgate-gateway-key",
+        );
+    }
+    let body = match read_json(request) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let text = |name: &str| body.get(name).and_then(Value::as_str);
+    let (Some(token_sha256), Some(ticket_id)) = (text("token_sha256"), text("ticket_id")) else {
+        return Reply::error(
+            400,
+            "bad_request",
+            "token_sha256 and ticket_id are required",
+        );
+    };
+    let verified = body.get("email_verified") == Some(&Value::Bool(true));
+    let outcome = lock(&shared.store).renew(
+        token_sha256,
+        ticket_id,
+        text("user_email"),
+        verified,
+        shared.session_ttl_s,
+    );
+    match outcome {
+        Ok(Renewal::Renewed { session_expires_at }) => Reply::json(
+            200,
+            json!({"renewed": true, "session_expires_at": rfc3339(session_expires_at)}),
+        ),
+        Ok(Renewal::Refused(reason)) => {
+            Reply::json(200, json!({"renewed": false, "reason": reason}))
+        }
+        Err(e) => Reply::internal(e),
+    }
+}
+
+fn rfc3339(unix_s: i64) -> String {
+    chrono::DateTime::from_timestamp(unix_s, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }
 
 /// An Envoy `ext_authz` HTTP-service check: 200 allows the client's request, 403 denies it.
@@ -1899,5 +2044,71 @@ mod tests {
         );
         assert_eq!(form_value("code=%zz%", "code").as_deref(), Some("%zz%"));
         assert_eq!(form_value("other=1", "code"), None);
+    }
+
+    #[test]
+    fn renewal_is_for_the_gateway_the_owner_and_one_ticket() {
+        let (_dir, db) = temp_db();
+        let key = "gateway-key-0123456789";
+        let service = AuthzService::start_with(
+            &db,
+            AuthzOptions {
+                gateway_key: Some(key.to_string()),
+                ..AuthzOptions::default()
+            },
+        );
+        let (_, sha) = service.create_token("alice@example.com", 3600);
+        service.expire(&sha);
+        let renew = |gateway_key: &str, body: Value| {
+            Req::post(service.url("/api/sessions/renew"))
+                .header("x-authgate-gateway-key", gateway_key)
+                .json(&body)
+                .send()
+        };
+        let ask = |ticket: &str, email: &str, verified: bool| {
+            json!({"token_sha256": sha, "ticket_id": ticket, "user_email": email,
+                   "email_verified": verified, "subject": {"id": "u1", "issuer": "https://idp"}})
+        };
+        assert_eq!(
+            renew("wrong-key-0123456789", ask("t1", "alice@example.com", true)).status,
+            401
+        );
+        let refused = |reply: crate::client::Reply| {
+            reply
+                .json()
+                .map(|j| (j["renewed"].clone(), j["reason"].clone()))
+        };
+        let (renewed, reason) =
+            refused(renew(key, ask("t2", "mallory@example.com", true))).unwrap();
+        assert_eq!(renewed, json!(false));
+        assert_eq!(reason, json!("you are not this agent token's owner"));
+        let (renewed, _) = refused(renew(key, ask("t3", "alice@example.com", false))).unwrap();
+        assert_eq!(renewed, json!(false), "an unverified email renews nothing");
+        assert_eq!(
+            authorize_opaque(&service, &sha)["session"]["status"],
+            "expired"
+        );
+        let ok = renew(key, ask("t4", "Alice@Example.com", true))
+            .json()
+            .unwrap();
+        assert_eq!(ok["renewed"], json!(true), "{ok}");
+        assert!(ok["session_expires_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')));
+        assert_eq!(authorize_opaque(&service, &sha)["authorized"], json!(true));
+        let (renewed, reason) = refused(renew(key, ask("t4", "alice@example.com", true))).unwrap();
+        assert_eq!(
+            (renewed, reason),
+            (
+                json!(false),
+                json!("this re-authentication link was already used")
+            )
+        );
+        let browser = Req::post(service.url("/api/sessions/renew"))
+            .header("x-authgate-gateway-key", key)
+            .header("origin", "https://evil.example")
+            .json(&ask("t5", "alice@example.com", true))
+            .send();
+        assert_eq!(browser.status, 403, "a browser cannot call it");
     }
 }

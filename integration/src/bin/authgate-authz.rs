@@ -16,7 +16,7 @@ use serde_json::json;
 const USAGE: &str = "\
 usage:
   authgate-authz serve --db PATH [--port 8083] [--host 127.0.0.1] [--public-url URL]
-                       [--admin-token T] [--session-ttl-s 3600]
+                       [--admin-token T] [--session-ttl-s 3600] [--gateway-key K]
   authgate-authz create-token --db PATH --email E [--session-ttl-s 3600]
   authgate-authz expire  --db PATH --sha256 H
   authgate-authz revoke  --db PATH --sha256 H
@@ -31,11 +31,15 @@ serve: answers POST /api/authorize, GET|POST /reauth, GET /health and /admin/...
   --public-url's host). The admin token is --admin-token, or AUTHGATE_AUTHZ_ADMIN_TOKEN (keeps
   it out of `ps`); with neither, one is generated at the first start, printed once, and kept
   in the database as a SHA-256 digest.
+  POST /api/sessions/renew (a gateway renewing an agent session after its owner signed in)
+  needs `x-authgate-gateway-key: K`, K from --gateway-key or AUTHGATE_GATEWAY_KEY; without
+  one, renewal is off.
 create-token: prints {\"token\": ..., \"token_sha256\": ...}; only the digest is stored.
 admin-token: replaces the stored admin token with a new one and prints it (a running server
   takes the new one, and no longer the old, from its next request).";
 
 const ADMIN_TOKEN_ENV: &str = "AUTHGATE_AUTHZ_ADMIN_TOKEN";
+const GATEWAY_KEY_ENV: &str = "AUTHGATE_GATEWAY_KEY";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -77,6 +81,7 @@ fn run(command: &str, args: &[String]) -> Result<(), Failure> {
                     "public-url",
                     "admin-token",
                     "session-ttl-s",
+                    "gateway-key",
                 ],
             )?;
             let db = flags.db()?;
@@ -98,6 +103,9 @@ fn run(command: &str, args: &[String]) -> Result<(), Failure> {
                     .number("session-ttl-s")?
                     .unwrap_or(DEFAULT_SESSION_TTL_S),
                 max_reauth_codes: MAX_REAUTH_CODES,
+                gateway_key: flags
+                    .take("gateway-key")
+                    .or_else(|| std::env::var(GATEWAY_KEY_ENV).ok()),
             };
             let service = AuthzService::serve(&db, host, options).map_err(Failure::Runtime)?;
             // The first line is read by bench/ for the port: keep its shape.
