@@ -42,6 +42,9 @@ pub struct EnvoyConfig {
     pub wasm: PathBuf,
     pub envoy_bin: PathBuf,
     pub ready_timeout: Duration,
+    /// The listener's port; 0 = any free one (sign-in tests need it known beforehand: the
+    /// gateway's own URL is in its configuration and the IdP's client).
+    pub listener_port: u16,
 }
 
 impl EnvoyConfig {
@@ -57,6 +60,7 @@ impl EnvoyConfig {
             wasm: wasm_path(),
             envoy_bin: envoy_bin(),
             ready_timeout: Duration::from_secs(20),
+            listener_port: 0,
         }
     }
 
@@ -73,6 +77,12 @@ impl EnvoyConfig {
 
     pub fn cluster(mut self, name: &str, port: u16) -> EnvoyConfig {
         self.clusters.push((name.to_string(), port));
+        self
+    }
+
+    /// Listen on this port (from [`free_port`]).
+    pub fn listener_port(mut self, port: u16) -> EnvoyConfig {
+        self.listener_port = port;
         self
     }
 
@@ -153,7 +163,8 @@ impl EnvoyConfig {
             "static_resources": {
                 "listeners": [{
                     "name": "main",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                    "address": {"socket_address": {"address": "127.0.0.1",
+                                                   "port_value": self.listener_port}},
                     "filter_chains": [{"filters": [{
                         "name": "envoy.filters.network.http_connection_manager",
                         "typed_config": {
@@ -612,4 +623,13 @@ mod tests {
             {"socket_address": {"address": "127.0.0.1", "port_value": 41000}}}]});
         assert_eq!(listener_port(&v), Some(41000));
     }
+}
+
+/// A port nothing listens on right now (bound, read, released): for a process that must be
+/// told its port before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
