@@ -102,6 +102,7 @@ fn run(config: &Config, state: &mut State, header_block: &[u8]) -> Step {
     let effects = Effects {
         metrics: &mut metrics,
         shared: &mut shared,
+        random: &mut authgate::core::random::OsRandom,
     };
     decide(config, state, &Request::new(&headers), ctx, effects).step
 }

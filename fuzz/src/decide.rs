@@ -865,6 +865,7 @@ pub fn check_decide(input: &DecideInput) {
             let effects = Effects {
                 metrics: &mut metrics,
                 shared: &mut run.shared,
+                random: &mut authgate::core::random::OsRandom,
             };
             let decision = resolve(run.config, &call.pending, &resolution, now_ms, effects);
             if matches!(decision.step, Step::Continue { .. }) {
@@ -940,6 +941,7 @@ impl Run<'_> {
         let effects = Effects {
             metrics: &mut metrics,
             shared: &mut self.shared,
+            random: &mut authgate::core::random::OsRandom,
         };
         decide(self.config, &mut self.state, request, ctx, effects).step
     }
@@ -1257,6 +1259,7 @@ pub fn smoke_config(config: &Config) {
             let effects = Effects {
                 metrics: &mut metrics,
                 shared: &mut shared,
+                random: &mut authgate::core::random::OsRandom,
             };
             let decision = decide(config, &mut state, &request, ctx, effects);
             if let Step::SessionReply(llm) = &decision.step {

@@ -46,6 +46,7 @@ fn outcome(config: &Config, headers: &[(&str, &str)]) -> String {
     let effects = Effects {
         metrics: &mut metrics,
         shared: &mut shared,
+        random: &mut authgate::core::random::OsRandom,
     };
     match decide(config, &mut state, &request, ctx, effects).step {
         Step::Continue { .. } => "continue".to_string(),

@@ -602,6 +602,15 @@ fn parse_stats(text: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// A port nothing listens on right now (bound, read, released): for a process that must be
+/// told its port before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,13 +632,4 @@ mod tests {
             {"socket_address": {"address": "127.0.0.1", "port_value": 41000}}}]});
         assert_eq!(listener_port(&v), Some(41000));
     }
-}
-
-/// A port nothing listens on right now (bound, read, released): for a process that must be
-/// told its port before it starts.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }

@@ -26,6 +26,7 @@ use crate::core::policy::client_ip;
 use crate::core::policy::paths::{self, Unnormalised};
 use crate::core::policy::rules::{rule_matches, Rule};
 use crate::core::policy::{self, PolicyDenial};
+use crate::core::random::Random;
 use crate::core::replies::llm::LlmReply;
 use crate::core::replies::session::SessionReply;
 use crate::core::replies::session::{self, Expired, Hints};
@@ -182,6 +183,8 @@ pub fn fingerprint(hash: &TokenHash) -> String {
 pub struct Effects<'a> {
     pub metrics: &'a mut dyn MetricSink,
     pub shared: &'a mut dyn SharedStore,
+    /// For sign-in state, tickets and sealing.
+    pub random: &'a mut dyn Random,
 }
 
 pub fn decide(
@@ -206,7 +209,7 @@ pub fn decide(
         return respond(replies::health(), "health check".to_string());
     }
     if let Some(login) = &config.login {
-        if let Some(answer) = sign_in::handle(login, request, path, ctx.now_s()) {
+        if let Some(answer) = sign_in::handle(login, request, path, ctx.now_s(), effects.random) {
             return match answer {
                 sign_in::Answer::Reply(reply) => respond(reply, format!("sign-in {path}")),
                 sign_in::Answer::Exchange(exchange) => Decision {
@@ -289,6 +292,7 @@ pub fn decide(
         ctx,
         metrics,
         shared: effects.shared,
+        random: effects.random,
         gate: Gate::default(),
     };
     run.decide(rule, &candidates)
@@ -329,6 +333,7 @@ struct Run<'r, 'q> {
     ctx: Context,
     metrics: &'r mut dyn MetricSink,
     shared: &'r mut dyn SharedStore,
+    random: &'r mut dyn Random,
     gate: Gate,
 }
 
@@ -725,6 +730,7 @@ impl Run<'_, '_> {
             let effects = Effects {
                 metrics: self.metrics,
                 shared: self.shared,
+                random: self.random,
             };
             let resolution = Resolution::Decided(decided);
             return resolve(self.config, &pending, &resolution, self.ctx.now_ms, effects);
@@ -1110,8 +1116,9 @@ pub fn resolve(
                     pending.client.as_deref(),
                     pending.user_agent.as_deref(),
                     now_s,
+                    &mut *effects.random,
                 )?
-                .url(login)
+                .url(login, &mut *effects.random)
             });
             let step = expired_step(
                 config,

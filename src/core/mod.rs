@@ -12,6 +12,7 @@ pub mod jwt;
 pub mod login;
 pub mod metrics;
 pub mod policy;
+pub mod random;
 pub mod replies;
 pub mod request;
 mod syntax;

@@ -19,6 +19,7 @@ use crate::core::login::endpoints as sign_in;
 use crate::core::login::reauth::{self, Renewal};
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::policy::backoff::SharedStore;
+use crate::core::random::OsRandom;
 use crate::core::replies;
 use crate::core::replies::body_scan::BodyFacts;
 use crate::core::replies::llm::LlmReply;
@@ -246,6 +247,7 @@ impl Vm {
         let effects = Effects {
             metrics: &mut &self.counters,
             shared: &mut HostShared,
+            random: &mut OsRandom,
         };
         let decision = engine::decide(&self.config, &mut state, &request, ctx, effects);
         if log {
@@ -441,6 +443,7 @@ impl Vm {
         let effects = Effects {
             metrics: &mut &self.counters,
             shared: &mut HostShared,
+            random: &mut OsRandom,
         };
         engine::resolve(&self.config, pending, resolution, host::now_ms(), effects)
     }
@@ -669,6 +672,7 @@ impl Vm {
             &pending,
             (response.0, response.1.as_deref()),
             now_s,
+            &mut OsRandom,
         ))
     }
 

@@ -70,6 +70,7 @@ fn run_at(
     let effects = Effects {
         metrics: &mut metrics,
         shared,
+        random: &mut authgate::core::random::OsRandom,
     };
     let decision = decide(config, state, &request, ctx, effects);
     (decision.step, metrics)
@@ -526,6 +527,7 @@ fn enterprise_decisions_are_asked_once_and_cached() {
     let effects = Effects {
         metrics: &mut metrics,
         shared: &mut MemoryStore::default(),
+        random: &mut authgate::core::random::OsRandom,
     };
     let decision = resolve(&config, &call.pending, &resolution, NOW_MS, effects);
     assert_eq!(added(&decision.step, "x-tenant").as_deref(), Some("acme"));
@@ -563,6 +565,7 @@ fn enterprise_failures_follow_failure_mode_and_are_not_cached() {
         let effects = Effects {
             metrics: &mut metrics,
             shared: &mut MemoryStore::default(),
+            random: &mut authgate::core::random::OsRandom,
         };
         let decision = resolve(&config, &call.pending, &resolution, NOW_MS, effects);
         match status {

@@ -181,6 +181,7 @@ fn decide(config: &Config, state: &mut State, token: &str, args: &[String], now_
     let effects = Effects {
         metrics: &mut Recorded::default(),
         shared: &mut MemoryStore::default(),
+        random: &mut authgate::core::random::OsRandom,
     };
     let decision = engine::decide(config, state, &request, ctx, effects);
     println!("  decision: {}", decision.log);

@@ -17,6 +17,7 @@ use crate::core::login::id_token::{self, Expect, IdTokenError};
 use crate::core::login::reauth::{self, Renewal, Ticket};
 use crate::core::login::seal::Purpose;
 use crate::core::login::session::{set_cookie, Session};
+use crate::core::random::Random;
 use crate::core::replies::{self, Reply};
 use crate::core::request::Request;
 
@@ -60,7 +61,13 @@ pub fn wants_html(request: &Request<'_>) -> bool {
 }
 
 /// The answer for a sign-in path, or None when `path` is not one.
-pub fn handle(login: &Login, request: &Request<'_>, path: &str, now_s: i64) -> Option<Answer> {
+pub fn handle(
+    login: &Login,
+    request: &Request<'_>,
+    path: &str,
+    now_s: i64,
+    random: &mut dyn Random,
+) -> Option<Answer> {
     let html = wants_html(request);
     let request_id = request.request_id();
     let method = request.method();
@@ -80,7 +87,9 @@ pub fn handle(login: &Login, request: &Request<'_>, path: &str, now_s: i64) -> O
                 .and_then(|q| query_param(q, "rd"))
                 .as_deref(),
         );
-        return Some(Answer::Reply(start(login, rd, now_s, html, request_id)));
+        return Some(Answer::Reply(start_with(
+            login, rd, None, now_s, html, request_id, random,
+        )));
     }
     if path == login.callback_path {
         return Some(callback(login, request, html));
@@ -97,7 +106,7 @@ pub fn handle(login: &Login, request: &Request<'_>, path: &str, now_s: i64) -> O
             "GET" | "HEAD" => {
                 let sealed = request.query().and_then(|q| query_param(q, "ticket"));
                 match sealed.filter(|s| Ticket::open(login, s, now_s).is_some()) {
-                    Some(sealed) => Answer::Reply(start_with(login, "/".into(), Some(sealed), now_s, html, request_id)),
+                    Some(sealed) => Answer::Reply(start_with(login, "/".into(), Some(sealed), now_s, html, request_id, random)),
                     None => Answer::Reply(page(
                         400,
                         "reauth_failed",
@@ -119,13 +128,8 @@ pub fn handle(login: &Login, request: &Request<'_>, path: &str, now_s: i64) -> O
     None
 }
 
-/// 302 to the IdP, with a fresh attempt in its own cookie.
-fn start(login: &Login, rd: String, now_s: i64, html: bool, request_id: Option<&str>) -> Reply {
-    start_with(login, rd, None, now_s, html, request_id)
-}
-
-/// The same, for an agent re-authentication when `ticket` is given: the IdP must ask the user
-/// to sign in again (`prompt=login`).
+/// 302 to the IdP, with a fresh attempt in its own cookie; for an agent re-authentication
+/// (`ticket`) the IdP must ask the user to sign in again (`prompt=login`).
 fn start_with(
     login: &Login,
     rd: String,
@@ -133,9 +137,10 @@ fn start_with(
     now_s: i64,
     html: bool,
     request_id: Option<&str>,
+    source: &mut dyn Random,
 ) -> Reply {
     let mut random = [0u8; 96 + 12];
-    if getrandom::getrandom(&mut random).is_err() {
+    if !source.fill(&mut random) {
         return page(
             503,
             "unavailable",
@@ -279,6 +284,7 @@ pub fn complete(
     pending: &Pending,
     (status, body): (u16, Option<&[u8]>),
     now_s: i64,
+    source: &mut dyn Random,
 ) -> Reply {
     let clear_attempt = set_cookie(login, &pending.attempt_cookie, None, 0);
     let fail = |status: u16, error: &str, message: &str| {
@@ -361,7 +367,7 @@ pub fn complete(
     if let Some(sealed) = &pending.attempt.ticket {
         // An agent re-authentication: no browser session, a page to confirm the renewal.
         let confirm = Ticket::open(login, sealed, now_s).and_then(|ticket| {
-            reauth::confirm_page(login, ticket, &signed_in, &provider.issuer, now_s)
+            reauth::confirm_page(login, ticket, &signed_in, &provider.issuer, now_s, source)
         });
         return match confirm {
             Some(mut reply) => {
@@ -378,7 +384,7 @@ pub fn complete(
         };
     }
     let mut random = [0u8; 16 + 12];
-    if getrandom::getrandom(&mut random).is_err() {
+    if !source.fill(&mut random) {
         return fail(503, "unavailable", "no randomness for a session; retry");
     }
     let mut sid = [0u8; 16];

@@ -13,6 +13,7 @@ use crate::core::login::flow::query_param;
 use crate::core::login::id_token::SignedIn;
 use crate::core::login::seal::Purpose;
 use crate::core::login::session::set_cookie;
+use crate::core::random::Random;
 use crate::core::replies::{self, Reply};
 use crate::core::request::Request;
 
@@ -42,9 +43,10 @@ impl Ticket {
         ip: Option<&str>,
         agent: Option<&str>,
         now_s: i64,
+        random: &mut dyn Random,
     ) -> Option<Ticket> {
         let mut id = [0u8; 16];
-        getrandom::getrandom(&mut id).ok()?;
+        random.fill(&mut id).then_some(())?;
         Some(Ticket {
             token_sha256: hex::encode(token_sha256),
             id: hex::encode(id),
@@ -61,9 +63,9 @@ impl Ticket {
     }
 
     /// The re-auth URL the agent shows its user.
-    pub fn url(&self, login: &Login) -> Option<String> {
+    pub fn url(&self, login: &Login, random: &mut dyn Random) -> Option<String> {
         let mut nonce = [0u8; 12];
-        getrandom::getrandom(&mut nonce).ok()?;
+        random.fill(&mut nonce).then_some(())?;
         let sealed = login
             .keys
             .seal(Purpose::Ticket, &serde_json::to_vec(self).ok()?, nonce)?;
@@ -112,9 +114,10 @@ pub fn confirm_page(
     signed_in: &SignedIn,
     iss: &str,
     now_s: i64,
+    source: &mut dyn Random,
 ) -> Option<Reply> {
     let mut random = [0u8; 4 + 24 + 12];
-    getrandom::getrandom(&mut random).ok()?;
+    source.fill(&mut random).then_some(())?;
     let tag = hex::encode(&random[..4]);
     let csrf = hex::encode(&random[4..28]);
     let mut nonce = [0u8; 12];

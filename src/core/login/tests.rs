@@ -68,6 +68,7 @@ fn run(config: &Config, state: &mut State, headers: &[(&str, &str)]) -> Decision
         Effects {
             metrics: &mut Recorded::default(),
             shared: &mut MemoryStore::default(),
+            random: &mut crate::core::random::OsRandom,
         },
     )
 }
@@ -235,6 +236,7 @@ fn login_path_redirects_to_the_idp_with_pkce_and_a_sealed_attempt_per_tab() {
             &exchange.pending,
             (status, body),
             NOW_S,
+            &mut crate::core::random::OsRandom,
         );
         assert_eq!(out.status, want, "{status}");
         let cookies = header(&out, "set-cookie");
@@ -260,6 +262,7 @@ fn login_path_redirects_to_the_idp_with_pkce_and_a_sealed_attempt_per_tab() {
         &exchange.pending,
         (200, Some(body.as_bytes())),
         NOW_S,
+        &mut crate::core::random::OsRandom,
     );
     assert_eq!(
         (out.status, header(&out, "location")),
@@ -295,6 +298,7 @@ fn login_path_redirects_to_the_idp_with_pkce_and_a_sealed_attempt_per_tab() {
         &exchange.pending,
         (200, Some(body.as_bytes())),
         NOW_S,
+        &mut crate::core::random::OsRandom,
     );
     assert_eq!(out.status, 502);
     assert!(!header(&out, "set-cookie")
@@ -572,6 +576,7 @@ fn an_expired_agent_session_is_renewed_only_after_its_owner_signs_in_and_confirm
         Effects {
             metrics: &mut Recorded::default(),
             shared: &mut MemoryStore::default(),
+            random: &mut crate::core::random::OsRandom,
         },
     );
     let Step::SessionReply(llm) = decision.step else {
@@ -658,6 +663,7 @@ fn an_expired_agent_session_is_renewed_only_after_its_owner_signs_in_and_confirm
         &exchange.pending,
         (200, Some(stale.as_bytes())),
         NOW_S,
+        &mut crate::core::random::OsRandom,
     );
     assert_eq!(out.status, 502);
     let fresh = id_token(NOW_S);
@@ -668,6 +674,7 @@ fn an_expired_agent_session_is_renewed_only_after_its_owner_signs_in_and_confirm
         &exchange.pending,
         (200, Some(fresh.as_bytes())),
         NOW_S,
+        &mut crate::core::random::OsRandom,
     );
     assert_eq!(page.status, 200);
     assert!(
