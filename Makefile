@@ -28,7 +28,7 @@ NOOP_NO_RESPONSE_WASM := target/authgate_noop_filter.no-response-headers.wasm
 export AUTHGATE_NOOP_NO_RESPONSE_WASM := $(CURDIR)/$(NOOP_NO_RESPONSE_WASM)
 
 .PHONY: setup build test test-core test-wasm test-integration validate run lint clean doctor wasm-sha256 \
-	bench bench-smoke fuzz fuzz-smoke soak noop-filter agents
+	bench bench-smoke fuzz fuzz-smoke soak noop-filter agents oidc browser
 
 setup: $(ENVOY) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION)
 	@rustup target list --installed | grep -q wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -70,8 +70,22 @@ validate: setup
 	  $(ENVOY) --mode validate -c $$config --log-level error >/dev/null || exit 1; \
 	  echo "envoy --mode validate $$config: OK"; done
 
-test-integration: build doctor agents
+test-integration: build doctor agents oidc browser
 	cargo test -p authgate-integration -- --test-threads 2
+
+# A real OpenID Provider (npm oidc-provider, pinned) for the sign-in tests: a few seconds.
+oidc: integration/oidc/node_modules/.package-lock.json
+integration/oidc/node_modules/.package-lock.json: integration/oidc/package-lock.json
+	npm ci --prefix integration/oidc --no-audit --no-fund --loglevel=error
+
+# Headless Chromium and chromium-driver (Debian) and selenium (pinned, in its own venv) for the
+# browser flows: about 30 s the first time.
+browser: $(TOOLS)/browser/.installed
+$(TOOLS)/browser/.installed: integration/browser/requirements.txt integration/browser/install.sh
+	bash integration/browser/install.sh
+	python3 -m venv $(TOOLS)/browser
+	$(TOOLS)/browser/bin/pip install --quiet --disable-pip-version-check -r integration/browser/requirements.txt
+	touch $@
 
 # The coding-agent CLIs integration/tests/agents.rs drives, pinned (about 75 s and 1.6 GB the
 # first time; a version check after that).

@@ -9,5 +9,5 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   $SUDO apt-get update
   $SUDO apt-get install -y --no-install-recommends chromium chromium-driver
 fi
-chromium --version
+chromium --version 2>/dev/null  # the Debian wrapper prints a harmless "[: unexpected operator" line
 chromedriver --version

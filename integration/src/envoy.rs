@@ -34,6 +34,9 @@ pub struct EnvoyConfig {
     pub idp_port: Option<u16>,
     /// More STATIC clusters on 127.0.0.1 (name, port), e.g. an authorization service.
     pub clusters: Vec<(String, u16)>,
+    /// STATIC clusters on another loopback address (name, address, port): an IdP on
+    /// 127.0.0.2 keeps its cookies apart from the gateway's in a browser.
+    pub clusters_at: Vec<(String, String, u16)>,
     pub concurrency: u32,
     /// Add authgate's `body_hold` companion right after it (same module, `{"role":"body_hold"}`).
     pub hold_companion: bool,
@@ -54,6 +57,7 @@ impl EnvoyConfig {
             upstream_port,
             idp_port: None,
             clusters: Vec::new(),
+            clusters_at: Vec::new(),
             concurrency: 1,
             hold_companion: false,
             companion_first: false,
@@ -77,6 +81,13 @@ impl EnvoyConfig {
 
     pub fn cluster(mut self, name: &str, port: u16) -> EnvoyConfig {
         self.clusters.push((name.to_string(), port));
+        self
+    }
+
+    /// A cluster on `address`:`port`.
+    pub fn cluster_at(mut self, name: &str, address: &str, port: u16) -> EnvoyConfig {
+        self.clusters_at
+            .push((name.to_string(), address.to_string(), port));
         self
     }
 
@@ -156,6 +167,11 @@ impl EnvoyConfig {
                 .iter()
                 .map(|(name, port)| static_cluster(name, *port)),
         );
+        clusters.extend(
+            self.clusters_at
+                .iter()
+                .map(|(name, address, port)| static_cluster_at(name, address, *port)),
+        );
         json!({
             // Histograms show in /stats only after a flush; 1 s keeps tests that read them short.
             "stats_flush_interval": "1s",
@@ -191,12 +207,16 @@ impl EnvoyConfig {
 }
 
 fn static_cluster(name: &str, port: u16) -> Value {
+    static_cluster_at(name, "127.0.0.1", port)
+}
+
+fn static_cluster_at(name: &str, address: &str, port: u16) -> Value {
     json!({
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+            "address": {"socket_address": {"address": address, "port_value": port}}
         }}]}]}
     })
 }

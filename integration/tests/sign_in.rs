@@ -1,0 +1,339 @@
+//! Sign-in at the gateway in real Envoy, against a real OpenID Provider (npm `oidc-provider`,
+//! integration/oidc) driven by a real headless browser (Debian Chromium + selenium,
+//! integration/browser): browser sign-in to a `login` route with the identity upstream, several
+//! tabs at once, logout; and agent re-authentication, where the official `openai` SDK gets the
+//! gateway's re-auth link, the owner signs in and confirms, and the same token works at once,
+//! while someone else signing in renews nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use authgate_integration::envoy::free_port;
+use authgate_integration::expect::{self, Checks};
+use authgate_integration::{
+    repo_root, AuthzOptions, AuthzService, Envoy, EnvoyConfig, Req, Upstream,
+};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+const GATEWAY_KEY: &str = "gateway-key-for-tests-0123";
+/// The IdP listens on another loopback address: a browser keeps its cookies apart from the
+/// gateway's (cookies ignore ports), and the redirect back is cross-site, as in production.
+const IDP_HOST: &str = "127.0.0.2";
+
+/// `integration/oidc/provider.mjs`.
+struct Idp {
+    child: Child,
+    issuer: String,
+    port: u16,
+}
+
+impl Idp {
+    fn start(dir: &Path, gateway: &str) -> Idp {
+        let config = dir.join("op.json");
+        let account = |sub: &str, verified: bool| {
+            json!({"sub": sub, "email": format!("{sub}@example.com"), "email_verified": verified,
+                   "name": sub, "password": format!("{sub}-pw")})
+        };
+        let op = json!({
+            "clients": [{"client_id": "authgate", "client_secret": "authgate-secret",
+                         "redirect_uris": [format!("{gateway}/auth/callback")],
+                         "post_logout_redirect_uris": [format!("{gateway}/")],
+                         "token_endpoint_auth_method": "client_secret_basic"}],
+            "accounts": [account("alice", true), account("carol", true), account("bob", false)]
+        });
+        std::fs::write(&config, op.to_string()).unwrap_or_else(|e| panic!("op.json: {e}"));
+        let port_file = dir.join("op.port");
+        let child = Command::new("node")
+            .arg(repo_root().join("integration/oidc/provider.mjs"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--host", IDP_HOST, "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the OpenID Provider (make oidc): {e}"));
+        let started = Instant::now();
+        let port: u16 = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+            {
+                break port;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the OpenID Provider did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Idp {
+            child,
+            issuer: format!("http://{IDP_HOST}:{port}"),
+            port,
+        }
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Stack {
+    envoy: Envoy,
+    gateway: String,
+    service: AuthzService,
+    _upstream: Upstream,
+    _idp: Idp,
+    _dir: tempfile::TempDir,
+}
+
+fn start() -> Stack {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let port = free_port();
+    let gateway = format!("http://127.0.0.1:{port}");
+    let idp = Idp::start(dir.path(), &gateway);
+    let service = AuthzService::start_with(
+        &dir.path().join("authz.sqlite"),
+        AuthzOptions {
+            gateway_key: Some(GATEWAY_KEY.to_string()),
+            ..AuthzOptions::default()
+        },
+    );
+    let issuer = &idp.issuer;
+    let plugin = json!({
+        "jwt_providers": {"idp": {"issuer": issuer,
+            "remote_jwks": {"cluster": "idp", "uri": format!("{issuer}/jwks")}}},
+        "opaque_tokens": "enterprise",
+        "rules": [
+            {"match": {"prefix": "/app"}, "requires_any": ["session"], "login": true},
+            {"match": {"prefix": "/v1/"}, "requires_any": ["opaque_token"], "enterprise": true,
+             "session_reply": "openai"}
+        ],
+        "enterprise": {"cluster": "authz", "authority": "authz.internal",
+                       "gateway_key": GATEWAY_KEY,
+                       "upstream_headers": ["x-auth-email", "x-auth-authz-subject"],
+                       "cache": {"allow_ttl_s": 30, "deny_ttl_s": 30}},
+        "login": {"provider": "idp",
+                  "authorization_endpoint": format!("{issuer}/auth"),
+                  "token_endpoint": format!("{issuer}/token"),
+                  "end_session_endpoint": format!("{issuer}/session/end"),
+                  "client_id": "authgate", "client_secret": "authgate-secret",
+                  "public_url": gateway,
+                  "cookie_keys": [URL_SAFE_NO_PAD.encode([7u8; 32])]},
+        "session": {"hold_companion": true}
+    });
+    let upstream = Upstream::start();
+    let config = EnvoyConfig::new(&plugin, upstream.port())
+        .cluster_at("idp", IDP_HOST, idp.port)
+        .cluster("authz", service.port())
+        .hold_companion()
+        .listener_port(port);
+    let envoy = Envoy::start(&config).unwrap_or_else(|e| panic!("starting envoy: {e}"));
+    Stack {
+        envoy,
+        gateway,
+        service,
+        _upstream: upstream,
+        _idp: idp,
+        _dir: dir,
+    }
+}
+
+/// Runs integration/browser/browser.py with `args`; its JSON report.
+fn browser(login: Option<&str>, args: &[&str]) -> Value {
+    let python: PathBuf = repo_root().join(".tools/browser/bin/python");
+    let mut command = Command::new(&python);
+    command.arg(repo_root().join("integration/browser/browser.py"));
+    if let Some(user) = login {
+        command.args([
+            "--login",
+            user,
+            "--password",
+            &format!("{}-pw", user.split('@').next().unwrap_or(user)),
+        ]);
+    }
+    let output = command
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running the browser (make browser): {e}"));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "browser output is not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn text(snapshot: &Value) -> String {
+    snapshot["text"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn a_browser_signs_in_and_the_upstream_gets_the_identity_not_the_cookie() {
+    let stack = start();
+    let mut checks = Checks::new();
+    let report = browser(
+        Some("alice@example.com"),
+        &["open", &format!("{}/app/home?x=1", stack.gateway)],
+    );
+    let last = &report["final"];
+    let upstream: Value = serde_json::from_str(&text(last)).unwrap_or_default();
+    checks.check(
+        "back at the page asked for, signed in once",
+        (report["ok"] == true
+            && last["url"] == format!("{}/app/home?x=1", stack.gateway)
+            && last["logins"] == 1)
+            .then_some(())
+            .ok_or(format!("{report}")),
+    );
+    checks.check(
+        "the upstream gets the identity headers of a session",
+        (upstream["headers"]["x-auth-subject"] == "alice"
+            && upstream["headers"]["x-auth-email"] == "alice@example.com"
+            && upstream["headers"]["x-auth-credential"] == "session")
+            .then_some(())
+            .ok_or(format!("{upstream}")),
+    );
+    checks.check(
+        "and never the session cookie",
+        (!upstream["headers"]["cookie"]
+            .as_str()
+            .unwrap_or("")
+            .contains("authgate"))
+        .then_some(())
+        .ok_or(format!("{upstream}")),
+    );
+    let cookie = last["cookies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "__Host-authgate_session")
+        .cloned()
+        .unwrap_or_default();
+    checks.check(
+        "the session cookie is HttpOnly, Secure, SameSite=Lax",
+        (cookie["httpOnly"] == true && cookie["secure"] == true && cookie["sameSite"] == "Lax")
+            .then_some(())
+            .ok_or(format!("{cookie}")),
+    );
+    let api = Req::get(format!("{}/app/data", stack.gateway))
+        .header("accept", "application/json")
+        .send();
+    checks.check(
+        "an API call without a session: 401 with where to sign in",
+        expect::unauthenticated(&api, &stack.envoy.authority()).and_then(|()| {
+            (api.json_str("login_url").as_deref()
+                == Some(format!("{}/auth/login?rd=%2Fapp%2Fdata", stack.gateway).as_str()))
+            .then_some(())
+            .ok_or(format!("{api}"))
+        }),
+    );
+
+    // Several tabs sign in at once: each attempt has its own cookie.
+    let tabs: Vec<String> = ["/app/a", "/app/b", "/app/c"]
+        .iter()
+        .map(|p| format!("{}{p}", stack.gateway))
+        .collect();
+    let mut args = vec!["tabs"];
+    args.extend(tabs.iter().map(String::as_str));
+    args.push("--");
+    let report = browser(Some("alice@example.com"), &args);
+    let landed: Vec<String> = report["final"]["tabs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t["url"].as_str().unwrap_or("").to_string())
+        .collect();
+    checks.check(
+        "three tabs signing in at once each land where they were going",
+        (landed == tabs).then_some(()).ok_or(format!("{report}")),
+    );
+    checks.finish();
+}
+
+#[test]
+fn an_agent_session_is_restored_only_by_its_owner_signing_in_and_confirming() {
+    let stack = start();
+    let (token, sha) = stack.service.create_token("alice@example.com", 3600);
+    stack.service.expire(&sha);
+    let mut checks = Checks::new();
+    let chat = || {
+        Req::post(format!("{}/v1/chat/completions", stack.gateway))
+            .bearer(&token)
+            .json(&json!({"model": "gpt-agent", "messages": []}))
+            .send()
+    };
+    let reply = chat();
+    let url = reply.header("x-auth-reauth-url").unwrap_or("").to_string();
+    checks.check(
+        "the agent's reply carries the gateway's re-auth link with a ticket",
+        (url.starts_with(&format!("{}/auth/reauth?ticket=", stack.gateway))
+            && reply.body.contains(&url))
+        .then_some(())
+        .ok_or(format!("{reply}")),
+    );
+
+    // Someone else signs in with the link: nothing is restored.
+    let report = browser(Some("carol@example.com"), &["open", &url, "click", "renew"]);
+    checks.check(
+        "another user's confirmation is refused, saying why",
+        (report["final"]["status"] == 403
+            && text(&report["final"]).contains("not this agent token's owner"))
+        .then_some(())
+        .ok_or(format!("{report}")),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    checks.check(
+        "the token is still expired",
+        (chat().header("x-auth-reauth-url").is_some())
+            .then_some(())
+            .ok_or("the token works".to_string()),
+    );
+
+    // Merely opening the link (a preview, a phished click) restores nothing either.
+    let report = browser(Some("alice@example.com"), &["open", &url]);
+    checks.check(
+        "the owner sees a page naming the token, and nothing is restored yet",
+        (text(&report["final"]).contains(&sha[..12])
+            && chat().header("x-auth-reauth-url").is_some())
+        .then_some(())
+        .ok_or(format!("{report}")),
+    );
+
+    // The owner signs in again and confirms: the same token works at once.
+    let fresh = chat().header("x-auth-reauth-url").unwrap_or("").to_string();
+    let report = browser(
+        Some("alice@example.com"),
+        &["open", &fresh, "click", "renew"],
+    );
+    checks.check(
+        "the owner's confirmation restores the session",
+        (report["final"]["status"] == 200 && text(&report["final"]).contains("restored"))
+            .then_some(())
+            .ok_or(format!("{report}")),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let reply = chat();
+    checks.check(
+        "the same token reaches the upstream at once (no waiting for the cached answer)",
+        expect::allowed(&reply),
+    );
+
+    let tampered = format!("{url}x");
+    let report = browser(Some("alice@example.com"), &["open", &tampered]);
+    checks.check(
+        "a tampered ticket: 400, no sign-in",
+        (report["final"]["status"] == 400 && report["final"]["logins"] == 0)
+            .then_some(())
+            .ok_or(format!("{report}")),
+    );
+    checks.finish();
+}
