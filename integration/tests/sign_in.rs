@@ -237,6 +237,75 @@ fn a_browser_signs_in_and_the_upstream_gets_the_identity_not_the_cookie() {
         }),
     );
 
+    // The callback the browser went through, replayed: refused before any call to the IdP.
+    let callback = report["final"]["hops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            report["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s["hops"].as_array().into_iter().flatten()),
+        )
+        .filter_map(|hop| hop["url"].as_str())
+        .find(|url| url.contains("/auth/callback?"))
+        .unwrap_or_default()
+        .to_string();
+    let replayed = Req::get(&callback).header("accept", "text/html").send();
+    checks.check(
+        "a replayed callback: 400 page",
+        (!callback.is_empty() && replayed.status == 400)
+            .then_some(())
+            .ok_or(format!("{callback}: {replayed}")),
+    );
+
+    // Logout: a same-origin POST clears the session and goes on to the IdP's end-session page.
+    let session = cookie["value"].as_str().unwrap_or("");
+    let jar = format!("__Host-authgate_session={session}");
+    let logout = |origin: &str| {
+        Req::post(format!("{}/auth/logout", stack.gateway))
+            .header("origin", origin)
+            .header("cookie", &jar)
+            .send()
+    };
+    let refused = logout("https://evil.example");
+    checks.check(
+        "logout from another site: 403",
+        (refused.status == 403)
+            .then_some(())
+            .ok_or(format!("{refused}")),
+    );
+    let out = logout(&stack.gateway);
+    checks.check(
+        "logout: the cookie cleared, on to the IdP's end-session endpoint",
+        (out.status == 302
+            && out
+                .header("location")
+                .is_some_and(|l| l.contains("/session/end?client_id=authgate"))
+            && out.header("set-cookie").is_some_and(|c| {
+                c.starts_with("__Host-authgate_session=;") && c.contains("Max-Age=0")
+            }))
+        .then_some(())
+        .ok_or(format!("{out}")),
+    );
+
+    // An open redirect through the return target lands on the gateway's own root.
+    let report = browser(
+        Some("alice@example.com"),
+        &[
+            "open",
+            &format!("{}/auth/login?rd=%2F%2Fevil.example%2Fx", stack.gateway),
+        ],
+    );
+    checks.check(
+        "rd=//evil.example: back to the gateway's root, never elsewhere",
+        (report["final"]["url"] == format!("{}/", stack.gateway))
+            .then_some(())
+            .ok_or(format!("{report}")),
+    );
+
     // Several tabs sign in at once: each attempt has its own cookie.
     let tabs: Vec<String> = ["/app/a", "/app/b", "/app/c"]
         .iter()
