@@ -126,13 +126,15 @@ soak: build
 
 # The local gateway on 127.0.0.1:8080 with the demo IdP and upstream and the reference
 # authorization service (SQLite in .run/); Ctrl-C stops everything.
-run: build
+run: build oidc
 	cargo build --quiet -p authgate-integration --bin authgate-demo --bin authgate-authz
 	@# The trap clears itself first: `kill 0` signals this shell too, and re-entering the trap
 	@# recursed until bash crashed.
 	@mkdir -p .run; trap 'trap - EXIT INT TERM; kill 0' EXIT INT TERM; \
-	  target/debug/authgate-authz serve --db .run/authz.sqlite --port 8083 & \
+	  target/debug/authgate-authz serve --db .run/authz.sqlite --port 8083 \
+	    --gateway-key demo-gateway-key-change-me & \
 	  target/debug/authgate-demo & \
+	  node integration/oidc/provider.mjs --config envoy/demo-op.json --host localhost --port 8084 & \
 	  $(ENVOY) -c envoy/envoy.yaml --concurrency 1 --log-level warn --component-log-level wasm:info & \
 	  wait
 
