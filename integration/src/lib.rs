@@ -28,6 +28,7 @@ pub mod expect;
 pub mod fixtures;
 pub mod gateway;
 mod http_server;
+pub mod idp;
 pub mod jwks_stub;
 pub mod plugin;
 pub mod tokens;

@@ -384,3 +384,64 @@ fn info_reads_a_running_gateways_stats() {
     );
     checks.finish();
 }
+
+#[test]
+fn login_check_tries_the_sign_in_setup_against_the_identity_provider() {
+    use authgate_integration::idp::Idp;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let gateway = "http://127.0.0.1:18099";
+    let idp = Idp::start(dir.path(), gateway);
+    let issuer = &idp.issuer;
+    let config = |public_url: &str, secret: &str| {
+        let path = dir
+            .path()
+            .join(format!("config-{}.json", secret.len() + public_url.len()));
+        let config = json!({
+            "jwt_providers": {"idp": {"issuer": issuer,
+                "remote_jwks": {"cluster": "idp", "uri": format!("{issuer}/jwks")}}},
+            "rules": [{"match": {"prefix": "/"}, "requires_any": ["session"], "login": true}],
+            "login": {"provider": "idp", "authorization_endpoint": format!("{issuer}/auth"),
+                      "token_endpoint": format!("{issuer}/token"),
+                      "client_id": "authgate", "client_secret": secret,
+                      "public_url": public_url,
+                      "cookie_keys": ["ZGVtby1jb29raWUta2V5LW5vdC1mb3ItcHJvZC11c2U"]}
+        });
+        std::fs::write(&path, config.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        path.display().to_string()
+    };
+    let mut checks = Checks::new();
+    let good = doctor(&["login-check", &config(gateway, "authgate-secret")], None);
+    checks.check(
+        "a good set-up: every check passes",
+        (good.code == 0 && !good.stdout.contains('✗') && good.stdout.contains("PKCE S256"))
+            .then_some(())
+            .ok_or(good.stdout.clone()),
+    );
+    let secret = doctor(&["login-check", &config(gateway, "wrong-secret")], None);
+    checks.check(
+        "a wrong client secret is named",
+        (secret.code == 1
+            && secret
+                .stdout
+                .contains("✗ the IdP refused the client's credentials"))
+        .then_some(())
+        .ok_or(secret.stdout.clone()),
+    );
+    let redirect = doctor(
+        &[
+            "login-check",
+            &config("http://127.0.0.1:18098", "authgate-secret"),
+        ],
+        None,
+    );
+    checks.check(
+        "an unregistered redirect URI is named",
+        (redirect.code == 1
+            && redirect
+                .stdout
+                .contains("✗ the IdP refused the authorization request"))
+        .then_some(())
+        .ok_or(redirect.stdout.clone()),
+    );
+    checks.finish();
+}

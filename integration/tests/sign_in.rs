@@ -5,12 +5,13 @@
 //! gateway's re-auth link, the owner signs in and confirms, and the same token works at once,
 //! while someone else signing in renews nothing.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use authgate_integration::envoy::free_port;
 use authgate_integration::expect::{self, Checks};
+use authgate_integration::idp::{Idp, IDP_HOST};
 use authgate_integration::{
     repo_root, AuthzOptions, AuthzService, Envoy, EnvoyConfig, Req, Upstream,
 };
@@ -19,71 +20,6 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 const GATEWAY_KEY: &str = "gateway-key-for-tests-0123";
-/// The IdP listens on another loopback address: a browser keeps its cookies apart from the
-/// gateway's (cookies ignore ports), and the redirect back is cross-site, as in production.
-const IDP_HOST: &str = "127.0.0.2";
-
-/// `integration/oidc/provider.mjs`.
-struct Idp {
-    child: Child,
-    issuer: String,
-    port: u16,
-}
-
-impl Idp {
-    fn start(dir: &Path, gateway: &str) -> Idp {
-        let config = dir.join("op.json");
-        let account = |sub: &str, verified: bool| {
-            json!({"sub": sub, "email": format!("{sub}@example.com"), "email_verified": verified,
-                   "name": sub, "password": format!("{sub}-pw")})
-        };
-        let op = json!({
-            "clients": [{"client_id": "authgate", "client_secret": "authgate-secret",
-                         "redirect_uris": [format!("{gateway}/auth/callback")],
-                         "post_logout_redirect_uris": [format!("{gateway}/")],
-                         "token_endpoint_auth_method": "client_secret_basic"}],
-            "accounts": [account("alice", true), account("carol", true), account("bob", false)]
-        });
-        std::fs::write(&config, op.to_string()).unwrap_or_else(|e| panic!("op.json: {e}"));
-        let port_file = dir.join("op.port");
-        let child = Command::new("node")
-            .arg(repo_root().join("integration/oidc/provider.mjs"))
-            .arg("--config")
-            .arg(&config)
-            .args(["--host", IDP_HOST, "--port", "0", "--port-file"])
-            .arg(&port_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting the OpenID Provider (make oidc): {e}"));
-        let started = Instant::now();
-        let port: u16 = loop {
-            if let Some(port) = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|p| p.trim().parse().ok())
-            {
-                break port;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the OpenID Provider did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Idp {
-            child,
-            issuer: format!("http://{IDP_HOST}:{port}"),
-            port,
-        }
-    }
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Stack {
     envoy: Envoy,

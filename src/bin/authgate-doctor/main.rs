@@ -8,6 +8,7 @@
 // A command-line tool: it reports errors and exits; panicking paths are not used.
 mod explain;
 mod info;
+mod login_check;
 mod probe;
 
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ const USAGE: &str = "usage:
   authgate-doctor probe-authz URL [--authority HOST] [--timeout-ms N]
   authgate-doctor hash-key KEY|-        (- reads the key from standard input)
   authgate-doctor info --admin http://HOST:PORT [--interval SECONDS]   (a running gateway's stats)
+  authgate-doctor login-check CONFIG.json   (the login section against the identity provider)
   authgate-doctor version";
 
 /// How a command ended: the exit code, after its output was printed.
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Some("probe-authz") => probe::run(&args[1..]),
         Some("hash-key") => hash_key(&args[1..]),
         Some("info") => info::run(&args[1..]),
+        Some("login-check") => login_check::run(&args[1..]),
         Some("version") => {
             println!(
                 "authgate-doctor {} ({})",

@@ -1,0 +1,78 @@
+//! A real OpenID Provider for tests: `integration/oidc/provider.mjs` (npm `oidc-provider`, `make
+//! oidc`), with a confidential client for the gateway and three accounts (alice and carol with
+//! verified emails, bob without), password `<sub>-pw`. Stopped when dropped.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::repo_root;
+
+/// The IdP listens on another loopback address: a browser keeps its cookies apart from the
+/// gateway's (cookies ignore ports), and the redirect back is cross-site, as in production.
+pub const IDP_HOST: &str = "127.0.0.2";
+
+/// `integration/oidc/provider.mjs`.
+pub struct Idp {
+    child: Child,
+    pub issuer: String,
+    pub port: u16,
+}
+
+impl Idp {
+    /// Starts the IdP with its files in `dir`; `gateway` is the gateway's origin.
+    pub fn start(dir: &Path, gateway: &str) -> Idp {
+        let config = dir.join("op.json");
+        let account = |sub: &str, verified: bool| {
+            json!({"sub": sub, "email": format!("{sub}@example.com"), "email_verified": verified,
+                   "name": sub, "password": format!("{sub}-pw")})
+        };
+        let op = json!({
+            "clients": [{"client_id": "authgate", "client_secret": "authgate-secret",
+                         "redirect_uris": [format!("{gateway}/auth/callback")],
+                         "post_logout_redirect_uris": [format!("{gateway}/")],
+                         "token_endpoint_auth_method": "client_secret_basic"}],
+            "accounts": [account("alice", true), account("carol", true), account("bob", false)]
+        });
+        std::fs::write(&config, op.to_string()).unwrap_or_else(|e| panic!("op.json: {e}"));
+        let port_file = dir.join("op.port");
+        let child = Command::new("node")
+            .arg(repo_root().join("integration/oidc/provider.mjs"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--host", IDP_HOST, "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the OpenID Provider (make oidc): {e}"));
+        let started = Instant::now();
+        let port: u16 = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+            {
+                break port;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the OpenID Provider did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Idp {
+            child,
+            issuer: format!("http://{IDP_HOST}:{port}"),
+            port,
+        }
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
