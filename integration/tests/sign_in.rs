@@ -22,12 +22,53 @@ use serde_json::{json, Value};
 const GATEWAY_KEY: &str = "gateway-key-for-tests-0123";
 
 struct Stack {
-    envoy: Envoy,
+    envoy: Option<Envoy>,
     gateway: String,
+    port: u16,
+    plugin: Value,
     service: AuthzService,
-    _upstream: Upstream,
-    _idp: Idp,
+    upstream: Upstream,
+    idp: Idp,
     _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    fn envoy(&self) -> &Envoy {
+        self.envoy
+            .as_ref()
+            .unwrap_or_else(|| panic!("envoy is not running"))
+    }
+
+    /// Envoy again, with these cookie keys (the first seals): a key rotation.
+    fn restart_with_cookie_keys(&mut self, keys: &[[u8; 32]]) {
+        self.plugin["login"]["cookie_keys"] = json!(keys
+            .iter()
+            .map(|k| URL_SAFE_NO_PAD.encode(k))
+            .collect::<Vec<_>>());
+        drop(self.envoy.take());
+        self.envoy = Some(start_envoy(
+            &self.plugin,
+            &self.upstream,
+            &self.idp,
+            &self.service,
+            self.port,
+        ));
+    }
+}
+
+fn start_envoy(
+    plugin: &Value,
+    upstream: &Upstream,
+    idp: &Idp,
+    service: &AuthzService,
+    port: u16,
+) -> Envoy {
+    let config = EnvoyConfig::new(plugin, upstream.port())
+        .cluster_at("idp", IDP_HOST, idp.port)
+        .cluster("authz", service.port())
+        .hold_companion()
+        .listener_port(port);
+    Envoy::start(&config).unwrap_or_else(|e| panic!("starting envoy: {e}"))
 }
 
 fn start() -> Stack {
@@ -66,18 +107,15 @@ fn start() -> Stack {
         "session": {"hold_companion": true}
     });
     let upstream = Upstream::start();
-    let config = EnvoyConfig::new(&plugin, upstream.port())
-        .cluster_at("idp", IDP_HOST, idp.port)
-        .cluster("authz", service.port())
-        .hold_companion()
-        .listener_port(port);
-    let envoy = Envoy::start(&config).unwrap_or_else(|e| panic!("starting envoy: {e}"));
+    let envoy = start_envoy(&plugin, &upstream, &idp, &service, port);
     Stack {
-        envoy,
+        envoy: Some(envoy),
         gateway,
+        port,
+        plugin,
         service,
-        _upstream: upstream,
-        _idp: idp,
+        upstream,
+        idp,
         _dir: dir,
     }
 }
@@ -165,7 +203,7 @@ fn a_browser_signs_in_and_the_upstream_gets_the_identity_not_the_cookie() {
         .send();
     checks.check(
         "an API call without a session: 401 with where to sign in",
-        expect::unauthenticated(&api, &stack.envoy.authority()).and_then(|()| {
+        expect::unauthenticated(&api, &stack.envoy().authority()).and_then(|()| {
             (api.json_str("login_url").as_deref()
                 == Some(format!("{}/auth/login?rd=%2Fapp%2Fdata", stack.gateway).as_str()))
             .then_some(())
@@ -339,6 +377,79 @@ fn an_agent_session_is_restored_only_by_its_owner_signing_in_and_confirming() {
         (report["final"]["status"] == 400 && report["final"]["logins"] == 0)
             .then_some(())
             .ok_or(format!("{report}")),
+    );
+    checks.finish();
+}
+
+#[test]
+fn identity_provider_failures_unverified_emails_and_cookie_key_rotation() {
+    let mut stack = start();
+    let mut checks = Checks::new();
+    let app = format!("{}/app/x", stack.gateway);
+    let report = browser(Some("bob@example.com"), &["open", &app]);
+    checks.check(
+        "an unverified email: 403 page, no session",
+        (report["final"]["status"] == 403
+            && text(&report["final"]).contains("not verified")
+            && !report["final"]["cookies"]
+                .to_string()
+                .contains("authgate_session"))
+        .then_some(())
+        .ok_or(format!("{report}")),
+    );
+    let fault =
+        |mode: &str| Req::post(format!("{}/__admin/fault?token={mode}", stack.idp.issuer)).send();
+    fault("500");
+    let report = browser(Some("alice@example.com"), &["open", &app]);
+    checks.check(
+        "a token endpoint answering 500: a clear 502 page",
+        (report["final"]["status"] == 502)
+            .then_some(())
+            .ok_or(format!("{report}")),
+    );
+    fault("hang");
+    let started = std::time::Instant::now();
+    let report = browser(Some("alice@example.com"), &["open", &app]);
+    checks.check(
+        "a token endpoint that never answers: 503 after the sign-in timeout, nothing hangs",
+        (report["final"]["status"] == 503 && started.elapsed() < Duration::from_secs(30))
+            .then_some(())
+            .ok_or(format!("{report}")),
+    );
+    fault("none");
+
+    // A session sealed with key A still opens once B is added in front, and not once A is gone.
+    let report = browser(Some("alice@example.com"), &["open", &app]);
+    let session = report["final"]["cookies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "__Host-authgate_session")
+        .and_then(|c| c["value"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let with_cookie = |stack: &Stack| {
+        Req::get(format!("{}/app/x", stack.gateway))
+            .header("accept", "application/json")
+            .header("cookie", &format!("__Host-authgate_session={session}"))
+            .send()
+    };
+    checks.check("signed in", expect::allowed(&with_cookie(&stack)));
+    stack.restart_with_cookie_keys(&[[8; 32], [7; 32]]);
+    checks.check(
+        "after rotation (new key first, old still listed) the session still works",
+        expect::allowed(&with_cookie(&stack)),
+    );
+    stack.restart_with_cookie_keys(&[[8; 32]]);
+    let reply = with_cookie(&stack);
+    checks.check(
+        "once the old key is gone the cookie counts as absent, and is cleared",
+        (reply.status == 401
+            && reply
+                .header("set-cookie")
+                .is_some_and(|c| c.contains("Max-Age=0")))
+        .then_some(())
+        .ok_or(format!("{reply}")),
     );
     checks.finish();
 }
