@@ -314,14 +314,31 @@ fn an_agent_session_is_restored_only_by_its_owner_signing_in_and_confirming() {
             .json(&json!({"model": "gpt-agent", "messages": []}))
             .send()
     };
-    let reply = chat();
-    let url = reply.header("x-auth-reauth-url").unwrap_or("").to_string();
+    // The agent, on the official openai SDK, shows its user the gateway's link.
+    let output = Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("integration/sdk/agent.py"))
+        .args([
+            "openai",
+            "--base-url",
+            &format!("{}/v1", stack.gateway),
+            "--api-key",
+            &token,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("running the openai SDK (make setup): {e}"));
+    let shown: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    let chat_text = shown["chat"]["text"].as_str().unwrap_or("").to_string();
+    let url = chat_text
+        .split_whitespace()
+        .find(|word| word.starts_with(&format!("{}/auth/reauth?ticket=", stack.gateway)))
+        .unwrap_or("")
+        .to_string();
     checks.check(
-        "the agent's reply carries the gateway's re-auth link with a ticket",
-        (url.starts_with(&format!("{}/auth/reauth?ticket=", stack.gateway))
-            && reply.body.contains(&url))
-        .then_some(())
-        .ok_or(format!("{reply}")),
+        "the openai SDK shows the gateway's re-auth link with a ticket",
+        (!url.is_empty()).then_some(()).ok_or(format!(
+            "{shown}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )),
     );
 
     // Someone else signs in with the link: nothing is restored.
