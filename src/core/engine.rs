@@ -209,7 +209,18 @@ pub fn decide(
         return respond(replies::health(), "health check".to_string());
     }
     if let Some(login) = &config.login {
-        if let Some(answer) = sign_in::handle(login, request, path, ctx.now_s(), effects.random) {
+        let discovered = state
+            .keys
+            .get(login.provider)
+            .and_then(|k| k.discovered.as_ref());
+        if let Some(answer) = sign_in::handle(
+            login,
+            discovered,
+            request,
+            path,
+            ctx.now_s(),
+            effects.random,
+        ) {
             return match answer {
                 sign_in::Answer::Reply(reply) => respond(reply, format!("sign-in {path}")),
                 sign_in::Answer::Exchange(exchange) => Decision {

@@ -9,6 +9,7 @@ use proxy_wasm::types::LogLevel;
 use sha2::{Digest, Sha256};
 
 use crate::core::config::Config;
+use crate::core::jwt::discovery;
 use crate::core::jwt::jwks::KeySet;
 use crate::core::jwt::keystate::{self, FetchReason, FORCED_REFETCH_INTERVAL_MS};
 use crate::core::jwt::provider::{JwksSource, RemoteJwks};
@@ -24,12 +25,22 @@ struct SharedKeys {
     jwks: String,
     lease: String,
     forced: String,
+    /// The provider's discovery document, as last fetched (discovery providers only).
+    discovery: String,
+}
+
+/// What a call in flight fetches: a provider's discovery document (then its key set), or the
+/// key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Discovery,
+    Jwks,
 }
 
 #[derive(Default)]
 pub struct Fetcher {
     shared: HashMap<usize, SharedKeys>,
-    in_flight: HashMap<u32, usize>,
+    in_flight: HashMap<u32, (usize, Stage)>,
 }
 
 impl Fetcher {
@@ -47,6 +58,7 @@ impl Fetcher {
                         jwks: format!("{base}.jwks"),
                         lease: format!("{base}.lease"),
                         forced: format!("{base}.forced"),
+                        discovery: format!("{base}.discovery"),
                     },
                 );
             }
@@ -67,7 +79,12 @@ impl Fetcher {
             };
             adopt_shared(vm, index, keys);
             if let Some(token) = start_fetch_if_due(vm, index, remote, keys, now_ms) {
-                self.in_flight.insert(token, index);
+                let stage = if remote.discovery.is_some() {
+                    Stage::Discovery
+                } else {
+                    Stage::Jwks
+                };
+                self.in_flight.insert(token, (index, stage));
             }
         }
         if vm.has_waiters() {
@@ -76,7 +93,7 @@ impl Fetcher {
     }
 
     pub fn on_response(&mut self, vm: &Vm, token: u32, body_size: usize) {
-        let Some(index) = self.in_flight.remove(&token) else {
+        let Some((index, stage)) = self.in_flight.remove(&token) else {
             return;
         };
         let (Some(provider), Some(keys)) =
@@ -89,6 +106,40 @@ impl Fetcher {
         };
         let now_ms = host::now_ms();
         let (status, body) = host::callout_response(body_size, MAX_JWKS_BYTES);
+        if stage == Stage::Discovery {
+            // The document first, then the key set it names, under the same lease.
+            let fetched = match (status, body.as_deref()) {
+                (200, Some(body)) => {
+                    discovery::parse(&provider.issuer, body).map(|found| (found, body.to_vec()))
+                }
+                (0, _) => Err("no response".to_string()),
+                (status, _) => Err(format!("HTTP {status}")),
+            };
+            let dispatched = fetched.and_then(|(found, body)| {
+                host::shared_set(&keys.discovery, &body, None);
+                let timeout = Duration::from_millis(remote.timeout_ms);
+                let token =
+                    host::dispatch_get(&remote.cluster, &found.jwks.0, &found.jwks.1, timeout);
+                if let Ok(mut state) = vm.state.try_borrow_mut() {
+                    state.keys[index].discovered = Some(found);
+                }
+                token.ok_or_else(|| format!("cannot call cluster {:?}", remote.cluster))
+            });
+            match dispatched {
+                Ok(token) => {
+                    self.in_flight.insert(token, (index, Stage::Jwks));
+                }
+                Err(reason) => fetch_failed(
+                    vm,
+                    index,
+                    remote,
+                    keys,
+                    now_ms,
+                    &format!("discovery: {reason}"),
+                ),
+            }
+            return;
+        }
         match parse_fetched(status, body.as_deref()) {
             Ok((key_set, body)) => {
                 let skipped = key_set.skipped.join("; ");
@@ -115,26 +166,41 @@ impl Fetcher {
                     ),
                 );
             }
-            Err(reason) => {
-                let retry_at = match vm.state.try_borrow_mut() {
-                    Ok(mut state) => state.keys[index].fetch_failed(now_ms, remote),
-                    Err(_) => now_ms,
-                };
-                // Hold the lease until the retry so other VMs back off too.
-                host::shared_set(&keys.lease, &keystate::encode_ms(retry_at), None);
-                vm.count(Metric::JwksFetchFailed);
-                host::log(
-                    LogLevel::Warn,
-                    &format!(
-                        "authgate: JWKS fetch for provider {} failed: {reason}; keeping previous keys, retry in {} ms",
-                        provider.name,
-                        retry_at.saturating_sub(now_ms)
-                    ),
-                );
-            }
+            Err(reason) => fetch_failed(vm, index, remote, keys, now_ms, &reason),
         }
         vm.wake_waiters();
     }
+}
+
+/// A fetch (of the discovery document or the key set) failed: keep what was known, retry later.
+fn fetch_failed(
+    vm: &Vm,
+    index: usize,
+    remote: &RemoteJwks,
+    keys: &SharedKeys,
+    now_ms: u64,
+    reason: &str,
+) {
+    let retry_at = match vm.state.try_borrow_mut() {
+        Ok(mut state) => state.keys[index].fetch_failed(now_ms, remote),
+        Err(_) => now_ms,
+    };
+    // Hold the lease until the retry so other VMs back off too.
+    host::shared_set(&keys.lease, &keystate::encode_ms(retry_at), None);
+    vm.count(Metric::JwksFetchFailed);
+    let name = vm
+        .config
+        .providers
+        .get(index)
+        .map_or("?", |p| p.name.as_str());
+    host::log(
+        LogLevel::Warn,
+        &format!(
+            "authgate: JWKS fetch for provider {name} failed: {reason}; keeping previous keys, retry in {} ms",
+            retry_at.saturating_sub(now_ms)
+        ),
+    );
+    vm.wake_waiters();
 }
 
 fn parse_fetched(status: u16, body: Option<&[u8]>) -> Result<(KeySet, &[u8]), String> {
@@ -153,8 +219,9 @@ fn parse_fetched(status: u16, body: Option<&[u8]>) -> Result<(KeySet, &[u8]), St
     Ok((key_set, body))
 }
 
-/// Installs keys another VM published, if they are newer than ours.
+/// Installs keys (and a discovery document) another VM published, if they are newer than ours.
 fn adopt_shared(vm: &Vm, index: usize, keys: &SharedKeys) {
+    adopt_discovery(vm, index, keys);
     let (Some(value), Some(version)) = host::shared_get(&keys.jwks) else {
         return;
     };
@@ -171,6 +238,29 @@ fn adopt_shared(vm: &Vm, index: usize, keys: &SharedKeys) {
     };
     if let Ok(key_set) = KeySet::parse(body) {
         install(vm, index, key_set, fetched_at, Some(version));
+    }
+}
+
+fn adopt_discovery(vm: &Vm, index: usize, keys: &SharedKeys) {
+    let Some(issuer) = vm.config.providers.get(index).map(|p| p.issuer.as_str()) else {
+        return;
+    };
+    let Ok(known) = vm
+        .state
+        .try_borrow()
+        .map(|s| s.keys[index].discovered.is_some())
+    else {
+        return;
+    };
+    if known {
+        return;
+    }
+    if let (Some(body), _) = host::shared_get(&keys.discovery) {
+        if let Ok(found) = discovery::parse(issuer, &body) {
+            if let Ok(mut state) = vm.state.try_borrow_mut() {
+                state.keys[index].discovered = Some(found);
+            }
+        }
     }
 }
 
@@ -210,7 +300,12 @@ fn start_fetch_if_due(
         return None;
     }
     let timeout = Duration::from_millis(remote.timeout_ms);
-    let token = host::dispatch_get(&remote.cluster, &remote.authority, &remote.path, timeout);
+    // A discovery provider fetches its document first; the key set follows from it.
+    let (authority, path) = match &remote.discovery {
+        Some((authority, path)) => (authority.as_str(), path.as_str()),
+        None => (remote.authority.as_str(), remote.path.as_str()),
+    };
+    let token = host::dispatch_get(&remote.cluster, authority, path, timeout);
     let mut state = vm.state.try_borrow_mut().ok()?;
     match token {
         Some(token) => {

@@ -10,7 +10,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::Value;
 
-use authgate::core::login::config::{Login, TokenAuth};
+use authgate::core::jwt::discovery;
+use authgate::core::login::config::{Endpoints, Login, TokenAuth};
 use authgate::core::login::flow::{percent_encode, pkce_challenge};
 
 use crate::{load_config, Outcome};
@@ -42,22 +43,33 @@ pub fn run(args: &[String]) -> Outcome {
         "{}/.well-known/openid-configuration",
         provider.issuer.trim_end_matches('/')
     );
+    let mut discovered = None;
     match get_json(&discovery_url) {
-        Ok(document) => check_discovery(login, &provider.issuer, &document, &mut report),
+        Ok(document) => {
+            check_discovery(login, &provider.issuer, &document, &mut report);
+            discovered = discovery::parse(&provider.issuer, document.to_string().as_bytes()).ok();
+        }
         Err(error) => report(false, format!("discovery {discovery_url}: {error}")),
     }
+    let Some(endpoints) = login.endpoints(discovered.as_ref()) else {
+        report(
+            false,
+            "no authorization and token endpoints (configured or discovered)".to_string(),
+        );
+        return Outcome::NotFine;
+    };
     report(
         !redirect_uri.ends_with('/'),
         format!("redirect URI {redirect_uri} (must match the IdP's registration exactly)"),
     );
-    match probe_redirect(login, &redirect_uri) {
+    match probe_redirect(login, &endpoints, &redirect_uri) {
         Ok(()) => report(
             true,
             "the IdP accepts this client and redirect URI".to_string(),
         ),
         Err(error) => report(false, error),
     }
-    match probe_client_auth(login, &redirect_uri) {
+    match probe_client_auth(login, &endpoints, &redirect_uri) {
         Ok(()) => report(true, "the IdP accepts the client's credentials".to_string()),
         Err(error) => report(false, error),
     }
@@ -89,13 +101,19 @@ fn check_discovery(
         format!("issuer {:?} (configured {issuer:?})", text("issuer")),
     );
     for (name, configured) in [
-        ("authorization_endpoint", &login.authorization.url),
-        ("token_endpoint", &login.token.url),
+        ("authorization_endpoint", &login.authorization),
+        ("token_endpoint", &login.token),
     ] {
-        report(
-            text(name) == configured.as_str(),
-            format!("{name} {:?} (configured {configured:?})", text(name)),
-        );
+        match configured {
+            Some(endpoint) => report(
+                text(name) == endpoint.url,
+                format!("{name} {:?} (configured {:?})", text(name), endpoint.url),
+            ),
+            None => report(
+                !text(name).is_empty(),
+                format!("{name} {:?} (discovered)", text(name)),
+            ),
+        }
     }
     let methods = list("code_challenge_methods_supported");
     report(
@@ -125,13 +143,13 @@ fn check_discovery(
 
 /// An authorization request as the gateway makes it: an IdP that does not know the client or
 /// the redirect URI answers an error page instead of sending the browser on to sign in.
-fn probe_redirect(login: &Login, redirect_uri: &str) -> Result<(), String> {
+fn probe_redirect(login: &Login, endpoints: &Endpoints, redirect_uri: &str) -> Result<(), String> {
     let url =
         format!(
         "{}{}response_type=code&client_id={}&redirect_uri={}&scope={}&state=doctor&nonce=doctor\
          &code_challenge={}&code_challenge_method=S256",
-        login.authorization.url,
-        if login.authorization.url.contains('?') { '&' } else { '?' },
+        endpoints.authorization.url,
+        if endpoints.authorization.url.contains('?') { '&' } else { '?' },
         percent_encode(&login.client_id),
         percent_encode(redirect_uri),
         percent_encode(&login.scopes.join(" ")),
@@ -164,13 +182,17 @@ fn probe_redirect(login: &Login, redirect_uri: &str) -> Result<(), String> {
 }
 
 /// A token request with a code that cannot be valid: the IdP checks the client first.
-fn probe_client_auth(login: &Login, redirect_uri: &str) -> Result<(), String> {
+fn probe_client_auth(
+    login: &Login,
+    endpoints: &Endpoints,
+    redirect_uri: &str,
+) -> Result<(), String> {
     let mut form = format!(
         "grant_type=authorization_code&code=authgate-doctor-invalid-code&redirect_uri={}\
          &code_verifier=authgate-doctor-login-check-verifier-0123456789",
         percent_encode(redirect_uri)
     );
-    let mut request = ureq::post(&login.token.url)
+    let mut request = ureq::post(&endpoints.token.url)
         .timeout(TIMEOUT)
         .set("content-type", "application/x-www-form-urlencoded");
     match login.token_auth {

@@ -29,6 +29,8 @@ pub struct ProviderKeys {
     /// Bumped whenever requests waiting for these keys should decide again.
     pub generation: u64,
     pub refresh: Option<RefreshState>,
+    /// With discovery: what the provider's discovery document says (kept when a fetch fails).
+    pub discovered: Option<crate::core::jwt::discovery::Discovered>,
 }
 
 #[derive(Debug, Default)]
@@ -50,11 +52,13 @@ impl ProviderKeys {
                 keys: Some(Rc::new(keys.clone())),
                 generation: 0,
                 refresh: None,
+                discovered: None,
             },
             JwksSource::Remote(_) => ProviderKeys {
                 keys: None,
                 generation: 0,
                 refresh: Some(RefreshState::default()),
+                discovered: None,
             },
         }
     }
@@ -198,6 +202,7 @@ mod tests {
             path: "/jwks".into(),
             timeout_ms: 1000,
             cache_duration_s: 600,
+            discovery: None,
         }
     }
 
@@ -206,6 +211,7 @@ mod tests {
             keys: None,
             generation: 0,
             refresh: Some(RefreshState::default()),
+            discovered: None,
         }
     }
 

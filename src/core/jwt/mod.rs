@@ -6,6 +6,7 @@
 mod alg;
 pub mod check;
 mod claims;
+pub mod discovery;
 mod json_strict;
 pub mod jwks;
 pub mod keystate;

@@ -43,7 +43,8 @@ pub mod raw {
     #[serde(deny_unknown_fields)]
     pub struct RemoteJwks {
         pub cluster: String,
-        pub uri: String,
+        /// Optional with `discovery: true` (then the discovery document's `jwks_uri`).
+        pub uri: Option<String>,
         pub timeout_ms: Option<u64>,
         pub cache_duration_s: Option<u64>,
     }
@@ -99,10 +100,16 @@ pub enum JwksSource {
 #[derive(Debug, Clone)]
 pub struct RemoteJwks {
     pub cluster: String,
+    /// Where the key set is fetched; with discovery and no `uri`, empty until the discovery
+    /// document names it.
     pub authority: String,
     pub path: String,
     pub timeout_ms: u64,
     pub cache_duration_s: u64,
+    /// With `discovery: true`: the `:authority` and path of
+    /// `{issuer}/.well-known/openid-configuration`, fetched (over the same cluster) before the
+    /// key set, on every refresh.
+    pub discovery: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,12 +137,6 @@ pub(crate) fn compile_provider(name: String, raw: raw::Provider) -> Result<Provi
     if raw.issuer.trim().is_empty() {
         return Err(ConfigError::new(at("issuer"), "must not be empty"));
     }
-    if raw.discovery == Some(true) {
-        return Err(ConfigError::new(
-            at("discovery"),
-            "OpenID discovery is not supported yet; set remote_jwks.uri to the jwks_uri",
-        ));
-    }
     let jwks = match (raw.local_jwks, raw.remote_jwks) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
@@ -149,8 +150,30 @@ pub(crate) fn compile_provider(name: String, raw: raw::Provider) -> Result<Provi
                 "missing field: set remote_jwks or local_jwks",
             ))
         }
+        (Some(_), None) if raw.discovery == Some(true) => {
+            return Err(ConfigError::new(
+                at("discovery"),
+                "needs remote_jwks with the cluster that reaches the identity provider",
+            ))
+        }
         (Some(local), None) => JwksSource::Local(compile_local_jwks(&at("local_jwks"), local)?),
-        (None, Some(remote)) => JwksSource::Remote(compile_remote(&at("remote_jwks"), remote)?),
+        (None, Some(remote)) => {
+            let discovery = if raw.discovery == Some(true) {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    raw.issuer.trim_end_matches('/')
+                );
+                Some(split_uri(&url).ok_or_else(|| {
+                    ConfigError::new(
+                        at("discovery"),
+                        "needs an http(s) issuer URL to find the discovery document",
+                    )
+                })?)
+            } else {
+                None
+            };
+            JwksSource::Remote(compile_remote(&at("remote_jwks"), remote, discovery)?)
+        }
     };
     let from_headers = match raw.from_headers {
         None => vec![HeaderSource {
@@ -270,19 +293,32 @@ fn compile_local_jwks(path: &str, value: Value) -> Result<KeySet, ConfigError> {
     Ok(keys)
 }
 
-fn compile_remote(path: &str, raw: raw::RemoteJwks) -> Result<RemoteJwks, ConfigError> {
+fn compile_remote(
+    path: &str,
+    raw: raw::RemoteJwks,
+    discovery: Option<(String, String)>,
+) -> Result<RemoteJwks, ConfigError> {
     if raw.cluster.is_empty() {
         return Err(ConfigError::new(
             format!("{path}.cluster"),
             "must not be empty",
         ));
     }
-    let (authority, request_path) = split_uri(&raw.uri).ok_or_else(|| {
-        ConfigError::new(
-            format!("{path}.uri"),
-            "must be an absolute http(s) URI with a host",
-        )
-    })?;
+    let (authority, request_path) = match (&raw.uri, &discovery) {
+        (Some(uri), _) => split_uri(uri).ok_or_else(|| {
+            ConfigError::new(
+                format!("{path}.uri"),
+                "must be an absolute http(s) URI with a host",
+            )
+        })?,
+        (None, Some(_)) => (String::new(), String::new()),
+        (None, None) => {
+            return Err(ConfigError::new(
+                format!("{path}.uri"),
+                "missing field: the key set's URI (or \"discovery\": true on the provider)",
+            ))
+        }
+    };
     let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_JWKS_TIMEOUT_MS);
     if !(1..=60_000).contains(&timeout_ms) {
         return Err(ConfigError::new(
@@ -303,5 +339,6 @@ fn compile_remote(path: &str, raw: raw::RemoteJwks) -> Result<RemoteJwks, Config
         path: request_path,
         timeout_ms,
         cache_duration_s,
+        discovery,
     })
 }

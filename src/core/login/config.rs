@@ -5,6 +5,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::core::config_error::ConfigError;
+use crate::core::jwt::discovery::Discovered;
 use crate::core::jwt::provider::{JwksSource, Provider};
 use crate::core::login::seal::Keys;
 use crate::core::syntax::split_uri;
@@ -92,8 +93,9 @@ impl Endpoint {
 pub struct Login {
     /// Index into the configured providers: its issuer and keys check the ID token.
     pub provider: usize,
-    pub authorization: Endpoint,
-    pub token: Endpoint,
+    /// Configured endpoints; absent ones come from the provider's discovery document.
+    pub authorization: Option<Endpoint>,
+    pub token: Option<Endpoint>,
     pub end_session: Option<Endpoint>,
     /// The Envoy cluster the token request goes over.
     pub token_cluster: String,
@@ -118,7 +120,37 @@ pub struct Login {
     pub require_email_verified: bool,
 }
 
+/// The IdP's endpoints as one sign-in uses them: configured, else discovered.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub authorization: Endpoint,
+    pub token: Endpoint,
+    pub end_session: Option<Endpoint>,
+}
+
 impl Login {
+    /// The endpoints, configured or from the discovery document; None while a discovery
+    /// provider's document has not been fetched.
+    pub fn endpoints(&self, discovered: Option<&Discovered>) -> Option<Endpoints> {
+        let found = |url: Option<&String>| {
+            url.and_then(|url| Endpoint::parse("discovered", url.clone()).ok())
+        };
+        Some(Endpoints {
+            authorization: self
+                .authorization
+                .clone()
+                .or_else(|| found(discovered?.authorization_endpoint.as_ref()))?,
+            token: self
+                .token
+                .clone()
+                .or_else(|| found(discovered?.token_endpoint.as_ref()))?,
+            end_session: self
+                .end_session
+                .clone()
+                .or_else(|| found(discovered?.end_session_endpoint.as_ref())),
+        })
+    }
+
     pub fn redirect_uri(&self) -> String {
         format!("{}{}", self.public_url, self.callback_path)
     }
@@ -147,15 +179,22 @@ pub fn compile(raw: raw::Login, providers: &[Provider]) -> Result<Login, ConfigE
                 format!("no jwt_providers entry named {:?}", raw.provider),
             )
         })?;
-    let (Some(authorization), Some(token)) = (raw.authorization_endpoint, raw.token_endpoint)
-    else {
+    let discovers =
+        matches!(&providers[provider].jwks, JwksSource::Remote(r) if r.discovery.is_some());
+    if !discovers && (raw.authorization_endpoint.is_none() || raw.token_endpoint.is_none()) {
         return Err(ConfigError::new(
             at("authorization_endpoint"),
-            "set authorization_endpoint and token_endpoint (OpenID discovery is not supported yet)",
+            "set authorization_endpoint and token_endpoint, or \"discovery\": true on the provider",
         ));
-    };
-    let authorization = Endpoint::parse(&at("authorization_endpoint"), authorization)?;
-    let token = Endpoint::parse(&at("token_endpoint"), token)?;
+    }
+    let authorization = raw
+        .authorization_endpoint
+        .map(|url| Endpoint::parse(&at("authorization_endpoint"), url))
+        .transpose()?;
+    let token = raw
+        .token_endpoint
+        .map(|url| Endpoint::parse(&at("token_endpoint"), url))
+        .transpose()?;
     let end_session = raw
         .end_session_endpoint
         .map(|url| Endpoint::parse(&at("end_session_endpoint"), url))

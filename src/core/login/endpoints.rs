@@ -7,9 +7,10 @@ use base64::Engine as _;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
+use crate::core::jwt::discovery::Discovered;
 use crate::core::jwt::jwks::KeySet;
 use crate::core::jwt::provider::Provider;
-use crate::core::login::config::{Login, TokenAuth};
+use crate::core::login::config::{Endpoints, Login, TokenAuth};
 use crate::core::login::flow::{
     attempt_cookie_name, percent_encode, query_param, safe_return_path, Attempt,
 };
@@ -63,14 +64,28 @@ pub fn wants_html(request: &Request<'_>) -> bool {
 /// The answer for a sign-in path, or None when `path` is not one.
 pub fn handle(
     login: &Login,
+    discovered: Option<&Discovered>,
     request: &Request<'_>,
     path: &str,
     now_s: i64,
     random: &mut dyn Random,
 ) -> Option<Answer> {
+    if !login.owns_path(path) {
+        return None;
+    }
     let html = wants_html(request);
     let request_id = request.request_id();
     let method = request.method();
+    let Some(endpoints) = login.endpoints(discovered) else {
+        return Some(Answer::Reply(page(
+            503,
+            "idp_unavailable",
+            "the identity provider's configuration is not loaded yet; retry shortly",
+            html,
+            request_id,
+        )));
+    };
+    let endpoints = &endpoints;
     if path == login.login_path {
         if !matches!(method, "GET" | "HEAD") {
             return Some(Answer::Reply(page(
@@ -88,14 +103,14 @@ pub fn handle(
                 .as_deref(),
         );
         return Some(Answer::Reply(start_with(
-            login, rd, None, now_s, html, request_id, random,
+            login, endpoints, rd, None, now_s, html, request_id, random,
         )));
     }
     if path == login.callback_path {
-        return Some(callback(login, request, html));
+        return Some(callback(login, endpoints, request, html));
     }
     if path == login.logout_path {
-        return Some(Answer::Reply(logout(login, request, html)));
+        return Some(Answer::Reply(logout(login, endpoints, request, html)));
     }
     if path == login.reauth_path {
         return Some(match method {
@@ -106,7 +121,7 @@ pub fn handle(
             "GET" | "HEAD" => {
                 let sealed = request.query().and_then(|q| query_param(q, "ticket"));
                 match sealed.filter(|s| Ticket::open(login, s, now_s).is_some()) {
-                    Some(sealed) => Answer::Reply(start_with(login, "/".into(), Some(sealed), now_s, html, request_id, random)),
+                    Some(sealed) => Answer::Reply(start_with(login, endpoints, "/".into(), Some(sealed), now_s, html, request_id, random)),
                     None => Answer::Reply(page(
                         400,
                         "reauth_failed",
@@ -130,8 +145,10 @@ pub fn handle(
 
 /// 302 to the IdP, with a fresh attempt in its own cookie; for an agent re-authentication
 /// (`ticket`) the IdP must ask the user to sign in again (`prompt=login`).
+#[allow(clippy::too_many_arguments)]
 fn start_with(
     login: &Login,
+    endpoints: &Endpoints,
     rd: String,
     ticket: Option<String>,
     now_s: i64,
@@ -167,7 +184,7 @@ fn start_with(
             request_id,
         );
     };
-    let location = authorization_url(login, &attempt, fresh);
+    let location = authorization_url(login, endpoints, &attempt, fresh);
     let cookie = attempt_cookie_name(&attempt.state, login.secure);
     redirect(
         &location,
@@ -175,8 +192,13 @@ fn start_with(
     )
 }
 
-fn authorization_url(login: &Login, attempt: &Attempt, fresh: bool) -> String {
-    let separator = if login.authorization.url.contains('?') {
+fn authorization_url(
+    login: &Login,
+    endpoints: &Endpoints,
+    attempt: &Attempt,
+    fresh: bool,
+) -> String {
+    let separator = if endpoints.authorization.url.contains('?') {
         '&'
     } else {
         '?'
@@ -184,7 +206,7 @@ fn authorization_url(login: &Login, attempt: &Attempt, fresh: bool) -> String {
     let mut url = format!(
         "{}{separator}response_type=code&client_id={}&redirect_uri={}&scope={}&state={}&nonce={}\
          &code_challenge={}&code_challenge_method=S256&response_mode=query",
-        login.authorization.url,
+        endpoints.authorization.url,
         percent_encode(&login.client_id),
         percent_encode(&login.redirect_uri()),
         percent_encode(&login.scopes.join(" ")),
@@ -198,7 +220,7 @@ fn authorization_url(login: &Login, attempt: &Attempt, fresh: bool) -> String {
     url
 }
 
-fn callback(login: &Login, request: &Request<'_>, html: bool) -> Answer {
+fn callback(login: &Login, endpoints: &Endpoints, request: &Request<'_>, html: bool) -> Answer {
     let request_id = request.request_id();
     let query = request.query().unwrap_or("");
     let bad = |message: &str| Answer::Reply(page(400, "sign_in_failed", message, html, request_id));
@@ -233,8 +255,8 @@ fn callback(login: &Login, request: &Request<'_>, html: bool) -> Answer {
     );
     let mut headers = vec![
         (":method".to_string(), "POST".to_string()),
-        (":path".to_string(), login.token.path.clone()),
-        (":authority".to_string(), login.token.authority.clone()),
+        (":path".to_string(), endpoints.token.path.clone()),
+        (":authority".to_string(), endpoints.token.authority.clone()),
         (
             "content-type".to_string(),
             "application/x-www-form-urlencoded".to_string(),
@@ -414,7 +436,7 @@ pub fn complete(
 }
 
 /// POST only, from the gateway's own pages: clears the session, then the IdP's logout.
-fn logout(login: &Login, request: &Request<'_>, html: bool) -> Reply {
+fn logout(login: &Login, endpoints: &Endpoints, request: &Request<'_>, html: bool) -> Reply {
     let request_id = request.request_id();
     if request.method() != "POST" {
         return page(
@@ -439,7 +461,7 @@ fn logout(login: &Login, request: &Request<'_>, html: bool) -> Reply {
             request_id,
         );
     }
-    let location = match &login.end_session {
+    let location = match &endpoints.end_session {
         Some(end) => {
             let separator = if end.url.contains('?') { '&' } else { '?' };
             format!(
