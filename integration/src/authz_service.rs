@@ -2,10 +2,11 @@
 //! "authgate" dialect), backed by SQLite so agent tokens survive a restart.
 //!
 //! - Agent tokens are stored only as SHA-256 hex digests, never raw.
-//! - An expired agent session is answered with a one-time re-auth link (`/reauth?code=…`, valid
-//!   10 minutes) that stands in for an IdP login and renews the session. A token has at most one
-//!   live code (asking again hands out the same one), and the table holds at most
-//!   [`MAX_REAUTH_CODES`] of them: beyond that the expired answer carries no link.
+//! - An expired agent session is answered `{"authorized": false, "reason": "session expired",
+//!   "session": {"status": "expired"}}`, with no re-auth link: the gateway points the user at its
+//!   own sign-in. Nothing restores a session without its owner signing in: a session is renewed
+//!   only through `POST /api/sessions/renew`, by a gateway (`x-authgate-gateway-key`) that signed
+//!   the token's owner in.
 //! - JWT / API-key subjects are allowed unless the `subjects` table denies them.
 //! - Allowed answers set only `x-auth-` headers (`x-auth-email`, `x-auth-authz-subject`): the
 //!   filter removes every such name from client requests, so an upstream can trust them.
@@ -14,9 +15,9 @@
 //!   digest in the database), takes only `application/json` bodies, and answers only requests
 //!   whose `Host` is one of the service's own names (loopback, the bound address, the public
 //!   URL's host): a web page on the same machine can neither forge a call (CSRF) nor reach it
-//!   under a name it controls (DNS rebinding). `/reauth` checks `Host` too. `/api/authorize` is
-//!   for the gateway: it answers any `Host` (the filter sends `enterprise.authority`) but takes
-//!   only JSON and refuses requests a browser marks (`Origin`, `Sec-Fetch-*`).
+//!   under a name it controls (DNS rebinding). `/api/authorize` and `/api/sessions/renew` are
+//!   for the gateway: they answer any `Host` (the filter sends `enterprise.authority`) but take
+//!   only JSON and refuse requests a browser marks (`Origin`, `Sec-Fetch-*`).
 //! - Any request under `/ext_authz/` (any method) is an Envoy `ext_authz` HTTP-service check: the
 //!   decision comes from its `authorization: Bearer <token>`, by the same rules as
 //!   `/api/authorize` (a token whose SHA-256 is a known agent token: allowed while the token is
@@ -41,22 +42,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 /// Largest request body read; bigger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// How long a re-auth code can be redeemed.
-pub const REAUTH_CODE_TTL_S: i64 = 10 * 60;
-/// A token's live code is handed out again while it has at least this long to live; after that
-/// a fresh one replaces it, so a link shown to a user never dies within seconds.
-const REAUTH_CODE_REUSE_MIN_S: i64 = REAUTH_CODE_TTL_S / 2;
-/// Most re-auth code rows kept (one per token at most); beyond it, no new code is minted.
-pub const MAX_REAUTH_CODES: usize = 10_000;
-/// The refusal to mint beyond [`MAX_REAUTH_CODES`] is logged at most this often.
-const CAP_LOG_INTERVAL_S: i64 = 60;
-/// Session length given by a token's creation or a re-auth, unless configured otherwise.
+/// Session length given by a token's creation or a renewal, unless configured otherwise.
 pub const DEFAULT_SESSION_TTL_S: u64 = 3600;
 /// Longest decision cache lifetime handed to the filter.
 const MAX_CACHE_TTL_S: i64 = 60;
@@ -77,12 +69,6 @@ CREATE TABLE IF NOT EXISTS agent_tokens (
     allowed INTEGER NOT NULL DEFAULT 1,
     session_expires_at INTEGER NOT NULL,
     created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS reauth_codes (
-    code TEXT PRIMARY KEY,
-    token_sha256 TEXT NOT NULL REFERENCES agent_tokens(token_sha256),
-    expires_at INTEGER NOT NULL,
-    used INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS subjects (
     subject_id TEXT PRIMARY KEY,
@@ -109,16 +95,9 @@ pub enum Renewal {
     Refused(&'static str),
 }
 
-/// Databases made before the one-code-per-token rule may hold several rows per token, and dead
-/// ones: drop those (keeping each token's newest live code) so the unique index can exist.
-const MIGRATE_REAUTH_CODES: &str = "
-BEGIN IMMEDIATE;
-DELETE FROM reauth_codes WHERE used = 1 OR expires_at <= CAST(strftime('%s', 'now') AS INTEGER);
-DELETE FROM reauth_codes WHERE rowid NOT IN
-    (SELECT max(rowid) FROM reauth_codes GROUP BY token_sha256);
-CREATE UNIQUE INDEX IF NOT EXISTS reauth_codes_one_per_token ON reauth_codes(token_sha256);
-COMMIT;
-";
+/// Databases made when the service still had a sign-in-free re-auth page hold its one-time
+/// codes: drop them, so none can renew a session any more.
+const DROP_REAUTH_CODES: &str = "DROP TABLE IF EXISTS reauth_codes;";
 
 /// The `settings` row holding the SHA-256 of the generated admin token.
 const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
@@ -136,9 +115,6 @@ pub struct NewToken {
 /// The SQLite store. Used by the server and, directly on the file, by the CLI admin commands.
 pub struct AuthzStore {
     conn: Connection,
-    max_reauth_codes: usize,
-    /// When the refusal to mint beyond `max_reauth_codes` was last logged (Unix seconds).
-    cap_logged_at: Option<i64>,
 }
 
 struct TokenRow {
@@ -161,39 +137,9 @@ impl AuthzStore {
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| format!("cannot create tables in {}: {e}", path.display()))?;
-        let indexed: bool = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master
-                 WHERE type = 'index' AND name = 'reauth_codes_one_per_token'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(db)?;
-        if !indexed {
-            if let Err(e) = conn.execute_batch(MIGRATE_REAUTH_CODES) {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(format!("cannot migrate {}: {e}", path.display()));
-            }
-        }
-        Ok(AuthzStore {
-            conn,
-            max_reauth_codes: MAX_REAUTH_CODES,
-            cap_logged_at: None,
-        })
-    }
-
-    /// Caps the re-auth code rows (default [`MAX_REAUTH_CODES`]).
-    pub fn set_max_reauth_codes(&mut self, max: usize) {
-        self.max_reauth_codes = max;
-    }
-
-    /// How many re-auth code rows the table holds (live, used or expired).
-    pub fn reauth_code_rows(&self) -> Result<usize, String> {
-        let rows: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM reauth_codes", [], |row| row.get(0))
-            .map_err(db)?;
-        Ok(usize::try_from(rows).unwrap_or(0))
+        conn.execute_batch(DROP_REAUTH_CODES)
+            .map_err(|e| format!("cannot migrate {}: {e}", path.display()))?;
+        Ok(AuthzStore { conn })
     }
 
     /// Generates an admin token and stores its SHA-256 (never the token), replacing any earlier
@@ -309,10 +255,9 @@ impl AuthzStore {
     }
 
     /// The decision for one `/api/authorize` request, as the JSON reply body.
-    fn authorize(&mut self, query: &AuthorizeQuery, public_url: &str) -> Result<Value, String> {
-        let now = unix_now();
+    fn authorize(&self, query: &AuthorizeQuery) -> Result<Value, String> {
         if let Some(token) = self.token(&query.token_sha256)? {
-            return self.session_decision(&query.token_sha256, &token, now, public_url);
+            return Ok(session_decision(&token, unix_now()));
         }
         if query.kind == SubjectKind::OpaqueToken {
             return Ok(deny("unknown agent token"));
@@ -342,39 +287,6 @@ impl AuthzStore {
             "reason": reason,
             "cache_ttl_s": MAX_CACHE_TTL_S,
             "headers": headers,
-        }))
-    }
-
-    fn session_decision(
-        &mut self,
-        token_sha256: &str,
-        token: &TokenRow,
-        now: i64,
-        public_url: &str,
-    ) -> Result<Value, String> {
-        if !token.allowed {
-            return Ok(deny("agent token revoked"));
-        }
-        if token.session_expires_at <= now {
-            let mut session = json!({"status": "expired"});
-            // Without a code (the table is full) the filter falls back to its configured URL.
-            if let Some(code) = self.reauth_code(token_sha256, now)? {
-                session["reauth_url"] = json!(format!("{public_url}/reauth?code={code}"));
-            }
-            return Ok(json!({
-                "authorized": false,
-                "reason": "session expired",
-                "session": session,
-            }));
-        }
-        // Never let the filter cache an allow beyond the end of the session.
-        let cache_ttl_s = (token.session_expires_at - now).clamp(1, MAX_CACHE_TTL_S);
-        Ok(json!({
-            "authorized": true,
-            "reason": "active session",
-            "cache_ttl_s": cache_ttl_s,
-            "headers": {EMAIL_HEADER: token.user_email},
-            "session": {"status": "active"},
         }))
     }
 
@@ -410,76 +322,6 @@ impl AuthzStore {
             )
             .optional()
             .map_err(db)
-    }
-
-    /// The token's live re-auth code, or a new one replacing it when it has less than
-    /// [`REAUTH_CODE_REUSE_MIN_S`] to live. Used and expired codes are deleted first. `None` when
-    /// the token has no code and the table already holds `max_reauth_codes` (logged, at most once
-    /// a minute).
-    fn reauth_code(&mut self, token_sha256: &str, now: i64) -> Result<Option<String>, String> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        tx.execute(
-            "DELETE FROM reauth_codes WHERE used = 1 OR expires_at <= ?1",
-            params![now],
-        )
-        .map_err(db)?;
-        let live: Option<(String, i64)> = tx
-            .query_row(
-                "SELECT code, expires_at FROM reauth_codes WHERE token_sha256 = ?1",
-                params![token_sha256],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()
-            .map_err(db)?;
-        match live {
-            Some((code, expires_at)) if expires_at - now >= REAUTH_CODE_REUSE_MIN_S => {
-                tx.commit().map_err(db)?;
-                return Ok(Some(code));
-            }
-            // Replaced below, in place: the row count does not change.
-            Some(_) => {}
-            None => {
-                let rows: i64 = tx
-                    .query_row("SELECT count(*) FROM reauth_codes", [], |row| row.get(0))
-                    .map_err(db)?;
-                if usize::try_from(rows).unwrap_or(usize::MAX) >= self.max_reauth_codes {
-                    tx.commit().map_err(db)?;
-                    self.log_cap(token_sha256, now);
-                    return Ok(None);
-                }
-            }
-        }
-        let code = random_hex(16)?;
-        tx.execute(
-            "INSERT INTO reauth_codes (code, token_sha256, expires_at, used) VALUES (?1, ?2, ?3, 0)
-             ON CONFLICT(token_sha256) DO UPDATE SET code = excluded.code,
-             expires_at = excluded.expires_at, used = 0",
-            params![code, token_sha256, now + REAUTH_CODE_TTL_S],
-        )
-        .map_err(db)?;
-        tx.commit().map_err(db)?;
-        Ok(Some(code))
-    }
-
-    fn log_cap(&mut self, token_sha256: &str, now: i64) {
-        if self
-            .cap_logged_at
-            .is_some_and(|at| now - at < CAP_LOG_INTERVAL_S)
-        {
-            return;
-        }
-        self.cap_logged_at = Some(now);
-        eprintln!(
-            "authgate-authz: {} live re-auth codes, the most kept: the expired session of token \
-             {} is answered without a re-auth link (codes expire {} s after they are issued; \
-             logged at most once a minute)",
-            self.max_reauth_codes,
-            token_sha256.get(..12).unwrap_or(token_sha256),
-            REAUTH_CODE_TTL_S,
-        );
     }
 
     /// A signed-in user asks, through the gateway, to renew an agent token's session: only the
@@ -547,31 +389,6 @@ impl AuthzStore {
             session_expires_at: expires_at,
         })
     }
-
-    /// Redeems a one-time code: renews its token's session for `session_ttl_s`.
-    /// `Ok(false)` when the code is unknown, already used or too old.
-    pub fn redeem_reauth_code(&self, code: &str, session_ttl_s: u64) -> Result<bool, String> {
-        let now = unix_now();
-        let tx = self.conn.unchecked_transaction().map_err(db)?;
-        // The conditional update is what makes the code single-use, even against another process.
-        let claimed = tx
-            .execute(
-                "UPDATE reauth_codes SET used = 1 WHERE code = ?1 AND used = 0 AND expires_at > ?2",
-                params![code, now],
-            )
-            .map_err(db)?;
-        if claimed == 0 {
-            return Ok(false);
-        }
-        tx.execute(
-            "UPDATE agent_tokens SET session_expires_at = ?2
-             WHERE token_sha256 = (SELECT token_sha256 FROM reauth_codes WHERE code = ?1)",
-            params![code, now.saturating_add(secs(session_ttl_s))],
-        )
-        .map_err(db)?;
-        tx.commit().map_err(db)?;
-        Ok(true)
-    }
 }
 
 fn db(e: rusqlite::Error) -> String {
@@ -580,6 +397,30 @@ fn db(e: rusqlite::Error) -> String {
 
 fn deny(reason: &str) -> Value {
     json!({"authorized": false, "reason": reason})
+}
+
+/// The decision on a known agent token. An expired session carries no re-auth link: only its
+/// owner signing in at the gateway renews it (`POST /api/sessions/renew`).
+fn session_decision(token: &TokenRow, now: i64) -> Value {
+    if !token.allowed {
+        return deny("agent token revoked");
+    }
+    if token.session_expires_at <= now {
+        return json!({
+            "authorized": false,
+            "reason": "session expired",
+            "session": {"status": "expired"},
+        });
+    }
+    // Never let the filter cache an allow beyond the end of the session.
+    let cache_ttl_s = (token.session_expires_at - now).clamp(1, MAX_CACHE_TTL_S);
+    json!({
+        "authorized": true,
+        "reason": "active session",
+        "cache_ttl_s": cache_ttl_s,
+        "headers": {EMAIL_HEADER: token.user_email},
+        "session": {"status": "active"},
+    })
 }
 
 fn secs(seconds: u64) -> i64 {
@@ -679,16 +520,15 @@ fn parse_authorize(body: &Value) -> Result<AuthorizeQuery, String> {
 pub struct AuthzOptions {
     /// `None`: any free port.
     pub port: Option<u16>,
-    /// Base of the re-auth links handed to agents; default `http://127.0.0.1:<port>`.
+    /// The URL the service is reached at, when not `http://127.0.0.1:<port>` (the default): its
+    /// host is one of the `Host` values the admin API answers.
     pub public_url: Option<String>,
     /// The bearer token `/admin/` requires (`authorization: Bearer <admin_token>`). When `None`
     /// (or empty), the token stored in the database is required instead, generated at the first
     /// start (see [`AuthzService::admin_token_source`]).
     pub admin_token: Option<String>,
-    /// Session length after a re-auth.
+    /// Session length after a renewal (`POST /api/sessions/renew`).
     pub session_ttl_s: u64,
-    /// Most re-auth code rows kept (one per token at most).
-    pub max_reauth_codes: usize,
     /// The key a gateway sends (`x-authgate-gateway-key`) to renew sessions; None: renewal off.
     pub gateway_key: Option<String>,
 }
@@ -700,7 +540,6 @@ impl Default for AuthzOptions {
             public_url: None,
             admin_token: None,
             session_ttl_s: DEFAULT_SESSION_TTL_S,
-            max_reauth_codes: MAX_REAUTH_CODES,
             gateway_key: None,
         }
     }
@@ -732,7 +571,7 @@ struct Shared {
     /// The configured admin token's SHA-256; `None`: the one stored in the database (read on
     /// every admin request, so `authgate-authz admin-token` takes effect at once).
     admin_token_sha256: Option<String>,
-    /// The `Host` values (lowercase) the browser-facing endpoints answer.
+    /// The `Host` values (lowercase) the admin API answers.
     own_hosts: Vec<String>,
     session_ttl_s: u64,
     gateway_key: Option<String>,
@@ -760,8 +599,7 @@ impl AuthzService {
 
     /// Serves `db` on `bind`:`options.port` (any free port when `None`).
     pub fn serve(db: &Path, bind: IpAddr, options: AuthzOptions) -> Result<AuthzService, String> {
-        let mut store = AuthzStore::open(db)?;
-        store.set_max_reauth_codes(options.max_reauth_codes);
+        let store = AuthzStore::open(db)?;
         let port = options.port.unwrap_or(0);
         let listener = TcpListener::bind((bind, port))
             .map_err(|e| format!("cannot bind {bind}:{port}: {e}"))?;
@@ -815,7 +653,7 @@ impl AuthzService {
         format!("http://127.0.0.1:{}{path}", self.port())
     }
 
-    /// The base of the re-auth links.
+    /// The URL the service is reached at (`AuthzOptions::public_url`, without a trailing `/`).
     pub fn public_url(&self) -> &str {
         &self.shared.public_url
     }
@@ -823,13 +661,6 @@ impl AuthzService {
     /// Where `/admin/`'s bearer token came from (a generated one is shown here, and only here).
     pub fn admin_token_source(&self) -> &AdminTokenSource {
         &self.admin_token_source
-    }
-
-    /// Test helper: how many re-auth code rows the database holds.
-    pub fn reauth_code_rows(&self) -> usize {
-        self.store()
-            .reauth_code_rows()
-            .unwrap_or_else(|e| panic!("authz service: count re-auth codes: {e}"))
     }
 
     /// Test helper: issues an agent token; returns `(token, token_sha256)`.
@@ -913,17 +744,6 @@ impl Reply {
         }
     }
 
-    fn html(status: u16, message: &str) -> Reply {
-        Reply {
-            status,
-            content_type: "text/html; charset=utf-8",
-            body: format!(
-                "<!doctype html><html><head><title>authgate</title></head>\
-                 <body><p>{message}</p></body></html>"
-            ),
-        }
-    }
-
     fn error(status: u16, error: &str, message: impl Into<String>) -> Reply {
         Reply::json(status, json!({"error": error, "message": message.into()}))
     }
@@ -941,7 +761,7 @@ fn handle(shared: &Shared, mut request: tiny_http::Request) {
 fn route(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
     let method = request.method().as_str().to_ascii_uppercase();
     let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    let path = url.split_once('?').map_or(url.as_str(), |(path, _)| path);
     // ext_authz keeps the client's method and path, so this prefix takes every method.
     if path == "/ext_authz" || path.starts_with("/ext_authz/") {
         return ext_authz(shared, request);
@@ -952,27 +772,12 @@ fn route(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
         }
         return admin(shared, request, &method, admin_path);
     }
-    if path == "/reauth" && !own_host(shared, request) {
-        return match method.as_str() {
-            "GET" => Reply::html(403, "This sign-in link does not point at this service."),
-            _ => Reply::error(
-                403,
-                "forbidden",
-                "this service does not answer to that host",
-            ),
-        };
-    }
     match (method.as_str(), path) {
         ("GET", "/health") => Reply::json(200, json!({"status": "ok"})),
         ("POST", "/api/authorize") => match refuse_authorize(request) {
             Some(refusal) => refusal,
             None => authorize(shared, request),
         },
-        ("GET", "/reauth") => match form_value(query, "code") {
-            Some(code) => reauth_page(shared, &code),
-            None => Reply::html(400, "This sign-in link is incomplete (no code)."),
-        },
-        ("POST", "/reauth") => reauth_api(shared, request),
         ("POST", "/api/sessions/renew") => match refuse_authorize(request) {
             Some(refusal) => refusal,
             None => renew(shared, request),
@@ -1020,7 +825,7 @@ fn is_json(request: &tiny_http::Request) -> bool {
     })
 }
 
-/// The `Host` values the browser-facing endpoints answer: loopback names and the bound address
+/// The `Host` values the admin API answers: loopback names and the bound address
 /// with the port, and the public URL's authority (with and without its scheme's default port).
 fn own_hosts(bind: IpAddr, port: u16, public_url: &str) -> Vec<String> {
     let mut hosts = Vec::new();
@@ -1104,7 +909,7 @@ fn authorize(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
         },
         Err(e) => return Reply::error(400, "bad_request", e),
     };
-    match lock(&shared.store).authorize(&query, &shared.public_url) {
+    match lock(&shared.store).authorize(&query) {
         Ok(decision) => Reply::json(200, decision),
         Err(e) => Reply::internal(e),
     }
@@ -1173,7 +978,7 @@ fn ext_authz(shared: &Shared, request: &tiny_http::Request) -> Reply {
         return Reply::json(403, deny("no bearer token"));
     };
     let query = ext_authz_query(token);
-    match lock(&shared.store).authorize(&query, &shared.public_url) {
+    match lock(&shared.store).authorize(&query) {
         Ok(decision) if decision["authorized"] == true => Reply::json(200, decision),
         Ok(decision) => Reply::json(403, decision),
         Err(e) => Reply::internal(e),
@@ -1208,45 +1013,6 @@ fn ext_authz_query(token: &str) -> AuthorizeQuery {
         },
         subject_id: subject.unwrap_or_default().to_string(),
         token_sha256: sha256_hex(token),
-    }
-}
-
-fn reauth_page(shared: &Shared, code: &str) -> Reply {
-    match lock(&shared.store).redeem_reauth_code(code, shared.session_ttl_s) {
-        Ok(true) => Reply::html(
-            200,
-            "You are signed in again. Return to your agent and retry.",
-        ),
-        Ok(false) => Reply::html(
-            400,
-            "This sign-in link is unknown, already used or expired. Retry from your agent to get \
-             a new one.",
-        ),
-        Err(_) => Reply::html(500, "Sign-in failed; try again later."),
-    }
-}
-
-fn reauth_api(shared: &Shared, request: &mut tiny_http::Request) -> Reply {
-    let body = match read_body(request) {
-        Ok(body) => body,
-        Err(reply) => return reply,
-    };
-    let is_json = header(request, "content-type").is_some_and(|t| t.contains("json"))
-        || body.trim_start().starts_with('{');
-    let code = if is_json {
-        serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_string))
-    } else {
-        form_value(&body, "code")
-    };
-    let Some(code) = code else {
-        return Reply::error(400, "bad_request", "a \"code\" is required");
-    };
-    match lock(&shared.store).redeem_reauth_code(&code, shared.session_ttl_s) {
-        Ok(true) => Reply::json(200, json!({"status": "signed_in"})),
-        Ok(false) => Reply::error(400, "invalid_code", "unknown, already used or expired code"),
-        Err(e) => Reply::internal(e),
     }
 }
 
@@ -1404,40 +1170,6 @@ fn header(request: &tiny_http::Request, name: &str) -> Option<String> {
         .map(|h| h.value.as_str().to_string())
 }
 
-/// The first value of `name` in an `a=1&b=2` query string or form body, percent-decoded.
-fn form_value(encoded: &str, name: &str) -> Option<String> {
-    encoded.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(key) == name).then(|| percent_decode(value))
-    })
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -1574,9 +1306,19 @@ mod tests {
     }
 
     #[test]
-    fn session_expires_and_one_time_reauth_renews_it() {
+    fn an_expired_session_is_renewed_only_by_a_signed_in_owner() {
         let (_dir, db) = temp_db();
-        let service = AuthzService::start(&db);
+        let key = "gateway-key-0123456789";
+        let service = AuthzService::start_with(
+            &db,
+            AuthzOptions {
+                public_url: Some("https://authz.example.com/".into()),
+                session_ttl_s: 30,
+                gateway_key: Some(key.to_string()),
+                ..AuthzOptions::default()
+            },
+        );
+        assert_eq!(service.public_url(), "https://authz.example.com");
         let (token, sha) = service.create_token("alice@example.com", 3600);
         assert!(token.starts_with("agt_") && token.len() == 44, "{token}");
         assert_eq!(sha, sha256_hex(&token));
@@ -1592,82 +1334,91 @@ mod tests {
         assert_eq!(active["session"]["status"], "active");
 
         service.expire(&sha);
-        let expired = authorize_opaque(&service, &sha);
-        assert_eq!(expired["authorized"], false, "{expired}");
-        assert_eq!(expired["reason"], "session expired");
-        assert_eq!(expired["session"]["status"], "expired");
-        let link = expired["session"]["reauth_url"]
-            .as_str()
-            .expect("reauth_url");
-        let prefix = format!("http://127.0.0.1:{}/reauth?code=", service.port());
-        let code = link.strip_prefix(&prefix).expect("link to this service");
-        assert!(
-            code.len() == 32 && code.bytes().all(|b| b.is_ascii_hexdigit()),
-            "{code}"
+        let expired = json!({"authorized": false, "reason": "session expired",
+                             "session": {"status": "expired"}});
+        assert_eq!(authorize_opaque(&service, &sha), expired, "no re-auth link");
+
+        // The sign-in-free code page is gone, whatever is asked of it.
+        for request in [
+            Req::get(service.url("/reauth?code=00112233445566778899aabbccddeeff")),
+            Req::get(service.url("/reauth")),
+            Req::post(service.url("/reauth")).json(&json!({"code": "00112233"})),
+            Req::post(service.url("/reauth"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("code=00112233"),
+        ] {
+            let reply = request.send();
+            assert_eq!(reply.status, 404, "{reply}");
+            assert_eq!(reply.json_str("error").as_deref(), Some("not_found"));
+        }
+        // Undoing a revocation is not a renewal.
+        service.restore(&sha);
+        assert_eq!(authorize_opaque(&service, &sha), expired);
+
+        let renewed = Req::post(service.url("/api/sessions/renew"))
+            .header("x-authgate-gateway-key", key)
+            .json(&json!({"token_sha256": sha, "ticket_id": "t1",
+                          "user_email": "alice@example.com", "email_verified": true}))
+            .send();
+        assert_eq!(
+            renewed.json().map(|j| j["renewed"].clone()),
+            Some(json!(true))
         );
-
-        let page = Req::get(link).send();
-        assert_eq!(page.status, 200, "{page}");
-        assert!(page
-            .header("content-type")
-            .unwrap_or("")
-            .starts_with("text/html"));
-        assert!(page.body.contains("You are signed in again"), "{page}");
-
-        let renewed = authorize_opaque(&service, &sha);
-        assert_eq!(renewed["authorized"], true, "{renewed}");
-        assert_eq!(renewed["session"]["status"], "active");
-
-        let reused = Req::get(link).send();
-        assert_eq!(reused.status, 400, "{reused}");
-        assert!(reused
-            .header("content-type")
-            .unwrap_or("")
-            .starts_with("text/html"));
-        let unknown = Req::get(service.url("/reauth?code=00112233445566778899aabbccddeeff")).send();
-        assert_eq!(unknown.status, 400, "{unknown}");
-        assert_eq!(Req::get(service.url("/reauth")).send().status, 400);
+        let active = authorize_opaque(&service, &sha);
+        assert_eq!(active["authorized"], true, "{active}");
+        assert_eq!(active["session"]["status"], "active");
+        // The configured renewal length caps the cache lifetime.
+        let ttl = active["cache_ttl_s"].as_i64().expect("cache_ttl_s");
+        assert!((1..=30).contains(&ttl), "{active}");
     }
 
     #[test]
-    fn reauth_by_post_with_json_or_form() {
+    fn an_old_database_loses_its_reauth_codes() {
         let (_dir, db) = temp_db();
-        let service = AuthzService::start_with(
-            &db,
-            AuthzOptions {
-                public_url: Some("https://authz.example.com/".into()),
-                session_ttl_s: 30,
-                ..AuthzOptions::default()
-            },
-        );
-        let (_, sha) = service.create_token("bob@example.com", 3600);
-        for form in [false, true] {
-            service.expire(&sha);
-            let expired = authorize_opaque(&service, &sha);
-            let link = expired["session"]["reauth_url"]
-                .as_str()
-                .expect("reauth_url");
-            let code = link
-                .strip_prefix("https://authz.example.com/reauth?code=")
-                .expect("public URL used, without a doubled slash");
-            let request = Req::post(service.url("/reauth"));
-            let request = if form {
-                request
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(format!("code={code}"))
-            } else {
-                request.json(&json!({"code": code}))
-            };
-            let reply = request.send();
-            assert_eq!(reply.status, 200, "{reply}");
-            assert_eq!(reply.json_str("status").as_deref(), Some("signed_in"));
-            assert_eq!(request.send().status, 400, "a code works once");
-            // The configured re-auth session length caps the cache lifetime.
-            let active = authorize_opaque(&service, &sha);
-            assert_eq!(active["authorized"], true, "{active}");
-            let ttl = active["cache_ttl_s"].as_i64().expect("cache_ttl_s");
-            assert!((1..=30).contains(&ttl), "{active}");
+        {
+            let conn = Connection::open(&db).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE agent_tokens (token_sha256 TEXT PRIMARY KEY,
+                     user_email TEXT NOT NULL, allowed INTEGER NOT NULL DEFAULT 1,
+                     session_expires_at INTEGER NOT NULL, created_at INTEGER NOT NULL);
+                 CREATE TABLE reauth_codes (code TEXT PRIMARY KEY,
+                     token_sha256 TEXT NOT NULL REFERENCES agent_tokens(token_sha256),
+                     expires_at INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+                 CREATE UNIQUE INDEX reauth_codes_one_per_token ON reauth_codes(token_sha256);",
+            )
+            .expect("old schema");
+            conn.execute(
+                "INSERT INTO agent_tokens VALUES (?1, 'old@example.com', 1, 0, 0)",
+                params![sha256_hex("agt_old")],
+            )
+            .expect("old token");
+            conn.execute(
+                "INSERT INTO reauth_codes VALUES ('00112233', ?1, ?2, 0)",
+                params![sha256_hex("agt_old"), unix_now() + 600],
+            )
+            .expect("old code");
         }
+        let service = AuthzService::start(&db);
+        let tables: i64 = service
+            .store()
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name LIKE 'reauth_codes%'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("count");
+        assert_eq!(tables, 0, "the table and its index are gone");
+        let old = authorize_opaque(&service, &sha256_hex("agt_old"));
+        assert_eq!(old["reason"], "session expired", "tokens are kept: {old}");
+        assert_eq!(
+            Req::get(service.url("/reauth?code=00112233")).send().status,
+            404
+        );
+        assert_eq!(
+            authorize_opaque(&service, &sha256_hex("agt_old"))["authorized"],
+            false
+        );
     }
 
     #[test]
@@ -2034,16 +1785,6 @@ mod tests {
             "agent token revoked"
         );
         assert!(!cli.expire(&sha256_hex("nobody")).expect("expire"));
-    }
-
-    #[test]
-    fn form_values_are_percent_decoded() {
-        assert_eq!(
-            form_value("a=1&code=ab%2Fc+d", "code").as_deref(),
-            Some("ab/c d")
-        );
-        assert_eq!(form_value("code=%zz%", "code").as_deref(), Some("%zz%"));
-        assert_eq!(form_value("other=1", "code"), None);
     }
 
     #[test]

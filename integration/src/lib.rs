@@ -1,7 +1,8 @@
 //! Test harness for running the built `authgate.wasm` in a real Envoy.
 //!
-//! - [`authz_service`]: the reference authorization service (SQLite-backed agent sessions with
-//!   one-time re-auth links), also run by the `authgate-authz` binary.
+//! - [`authz_service`]: the reference authorization service (SQLite-backed agent sessions,
+//!   renewed only after their owner signs in at the gateway), also run by the `authgate-authz`
+//!   binary.
 //! - [`authz_stub`]: a fault-injecting authorization (and OpenFGA check) stub that records requests.
 //! - [`envoy`]: renders a bootstrap, starts Envoy, reads its admin stats and log.
 //! - [`jwks_stub`]: a controllable JWKS / OIDC discovery server (rotation, failures, start "down").

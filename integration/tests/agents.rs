@@ -4,7 +4,9 @@
 //! throwaway HOME and its outside traffic switched off; everything it sends goes to 127.0.0.1.
 //! For each: an active session gets the model's answer; an expired one shows the user the re-auth
 //! URL, whole, after one request and with nothing reaching the model, with the body_hold companion
-//! and without it, and with a 2 MiB prompt; after re-auth the same token works again.
+//! and without it, and with a 2 MiB prompt; once the session is renewed (as a gateway renews it
+//! after its owner signed in: `POST /api/sessions/renew`) the same token works again. The
+//! sign-in re-auth itself, in a browser against a real IdP, is tested in `sign_in.rs`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use authgate_integration::expect::Checks;
-use authgate_integration::{repo_root, AuthzService, Envoy, EnvoyConfig, Req};
+use authgate_integration::{repo_root, AuthzOptions, AuthzService, Envoy, EnvoyConfig, Req};
 use serde_json::{json, Value};
 
 /// What the model behind the gateway answers.
@@ -21,6 +23,10 @@ const UPSTREAM_TEXT: &str = "UPSTREAM-OK";
 const TTL: Duration = Duration::from_millis(1_100);
 /// No CLI run may take longer: a retry storm or a hang fails here rather than stalling CI.
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+/// The gateway's re-auth URL (the reference service gives none).
+const REAUTH_URL: &str = "https://sso.example.com/reauth";
+/// The key a gateway presents to `POST /api/sessions/renew`.
+const GATEWAY_KEY: &str = "gateway-key-for-tests-0123";
 
 fn agents_dir() -> PathBuf {
     repo_root().join(".tools/agents")
@@ -37,7 +43,7 @@ fn plugin(companion: bool) -> Value {
         "enterprise": {"cluster": "authz", "authority": "authz.internal", "timeout_ms": 2000,
                        "upstream_headers": ["x-auth-email", "x-auth-authz-subject"],
                        "cache": {"allow_ttl_s": 1, "deny_ttl_s": 1}},
-        "session": {"hold_companion": companion,
+        "session": {"reauth_url": REAUTH_URL, "hold_companion": companion,
                     "message": "Your session has expired. Open {reauth_url} to sign in again, then retry."}
     })
 }
@@ -106,7 +112,13 @@ struct Stack {
 impl Stack {
     fn start() -> Stack {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let service = AuthzService::start(&dir.path().join("authz.sqlite"));
+        let service = AuthzService::start_with(
+            &dir.path().join("authz.sqlite"),
+            AuthzOptions {
+                gateway_key: Some(GATEWAY_KEY.to_string()),
+                ..AuthzOptions::default()
+            },
+        );
         let model = Model::start(dir.path());
         let envoy = |companion: bool| {
             let mut config =
@@ -125,17 +137,15 @@ impl Stack {
         }
     }
 
-    /// The re-auth URL the service gives for this (expired) token, as a client gets it.
+    /// The re-auth URL the gateway gives for this (expired) token, as a client gets it: its
+    /// configured one, since the service gives none.
     fn reauth_url(&self, token: &str) -> String {
         let reply = Req::post(self.with_companion.url("/v1/chat/completions"))
             .bearer(token)
             .json(&json!({"model": "m", "messages": []}))
             .send();
         let url = reply.header("x-auth-reauth-url").unwrap_or("").to_string();
-        assert!(
-            url.starts_with(&self.service.url("/reauth?code=")),
-            "no re-auth URL from the service: {reply}"
-        );
+        assert_eq!(url, REAUTH_URL, "not the gateway's re-auth URL: {reply}");
         url
     }
 }
@@ -476,18 +486,24 @@ fn the_whole_flow(first: Agent, variants: &[Agent]) {
             .ok_or(format!("it showed:\n{}", ran.text)),
     );
 
-    // The user opens the URL the agent showed and signs in again.
-    let opened = Req::get(&url).send();
+    // The owner signs in again: here, the renewal a gateway asks for once the owner signed in
+    // (the browser sign-in that leads to it is in sign_in.rs).
+    let renewal = Req::post(stack.service.url("/api/sessions/renew"))
+        .header("x-authgate-gateway-key", GATEWAY_KEY)
+        .json(&json!({"token_sha256": sha, "ticket_id": "ticket-1",
+                      "user_email": "alice@example.com", "email_verified": true,
+                      "subject": {"id": "alice", "issuer": "https://idp.example.com"}}))
+        .send();
     checks.check(
-        "the re-auth page",
-        (opened.status == 200)
+        "the session is renewed for its owner",
+        (renewal.status == 200 && renewal.json().is_some_and(|b| b["renewed"] == true))
             .then_some(())
-            .ok_or(format!("{opened}")),
+            .ok_or(format!("{renewal}")),
     );
     std::thread::sleep(TTL);
     let ran = run(first, &stack.with_companion, &token, Prompt::Short);
     checks.check(
-        &format!("{first:?}: after re-auth the same token gets the model's answer"),
+        &format!("{first:?}: after the renewal the same token gets the model's answer"),
         ran.text
             .contains(UPSTREAM_TEXT)
             .then_some(())

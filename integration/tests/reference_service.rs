@@ -1,12 +1,15 @@
 //! The whole agent-token flow in real Envoy with the reference authorization service (SQLite):
 //! an opaque agent token is decided by the service; when its session lapses the agent gets the
-//! session-expired reply with a one-time re-auth URL; completing re-auth there makes the same
-//! token work again once the cached answer expires. Revocation and subject denial too.
+//! session-expired reply with the gateway's configured re-auth URL (the service gives none);
+//! once a gateway that signed the owner in renews the session (`POST /api/sessions/renew`) the
+//! same token works again when the cached answer expires. Revocation and subject denial too.
+//! (The sign-in itself, in a browser against a real IdP, is in `sign_in.rs`.)
 //!
-//! Then the service's own seams, without Envoy: re-auth codes are reused and capped; the admin
-//! API needs its token always (generated at the first start when none is given), takes only
-//! JSON, and answers only its own host names; `/api/authorize` refuses browsers; and the headers
-//! it sets upstream are `x-auth-` names, which a client cannot send itself.
+//! Then the service's own seams, without Envoy: an expired answer carries no re-auth link and
+//! there is no sign-in-free `/reauth` page; the admin API needs its token always (generated at
+//! the first start when none is given), takes only JSON, and answers only its own host names;
+//! `/api/authorize` refuses browsers; and the headers it sets upstream are `x-auth-` names, which
+//! a client cannot send itself.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -24,6 +27,10 @@ use serde_json::{json, Value};
 
 /// Cached answers live 1 s, so each state change shows up after a short, bounded wait.
 const TTL: Duration = Duration::from_millis(1_100);
+/// The gateway's re-auth URL, used when the service gives none (it never does any more).
+const FALLBACK_URL: &str = "https://sso.example.com/fallback";
+/// The key a gateway presents to `POST /api/sessions/renew`.
+const GATEWAY_KEY: &str = "gateway-key-for-tests-0123";
 
 fn plugin() -> Value {
     json!({
@@ -35,7 +42,7 @@ fn plugin() -> Value {
                        "upstream_headers": ["x-auth-email", "x-auth-authz-subject"],
                        "expose_reason": true,
                        "cache": {"allow_ttl_s": 1, "deny_ttl_s": 1}},
-        "session": {"reauth_url": "https://sso.example.com/fallback"}
+        "session": {"reauth_url": FALLBACK_URL}
     })
 }
 
@@ -45,11 +52,37 @@ fn start() -> (tempfile::TempDir, AuthzService, Gateway) {
 
 fn start_with(plugin: Value) -> (tempfile::TempDir, AuthzService, Gateway) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let service = AuthzService::start(&dir.path().join("authz.sqlite"));
+    let service = AuthzService::start_with(&dir.path().join("authz.sqlite"), with_gateway_key());
     let port = service.port();
     let idp = JwksStub::start(authgate_integration::jwks(&[]));
     let gw = Gateway::start_with(&plugin, idp, |c| c.cluster("authz", port));
     (dir, service, gw)
+}
+
+fn with_gateway_key() -> AuthzOptions {
+    AuthzOptions {
+        gateway_key: Some(GATEWAY_KEY.to_string()),
+        ..AuthzOptions::default()
+    }
+}
+
+/// What a gateway sends once the token's owner signed in and confirmed: the only way a session
+/// is renewed.
+fn renew_as_gateway(service: &AuthzService, token_sha256: &str, ticket_id: &str) -> Reply {
+    Req::post(service.url("/api/sessions/renew"))
+        .header("x-authgate-gateway-key", GATEWAY_KEY)
+        .json(
+            &json!({"token_sha256": token_sha256, "ticket_id": ticket_id,
+                      "user_email": "alice@example.com", "email_verified": true,
+                      "subject": {"id": "alice", "issuer": "https://idp.example.com"}}),
+        )
+        .send()
+}
+
+fn renewed(reply: &Reply) -> expect::Check {
+    (reply.status == 200 && reply.json().is_some_and(|b| b["renewed"] == true))
+        .then_some(())
+        .ok_or(format!("{reply}"))
 }
 
 fn call(gw: &Gateway, token: &str) -> Reply {
@@ -60,7 +93,7 @@ fn call(gw: &Gateway, token: &str) -> Reply {
 }
 
 #[test]
-fn agent_token_session_lapses_and_reauth_restores_the_same_token() {
+fn agent_token_session_lapses_and_a_signed_in_renewal_restores_the_same_token() {
     let (_dir, service, gw) = start();
     let (token, sha) = service.create_token("alice@example.com", 3600);
     let mut checks = Checks::new();
@@ -81,30 +114,28 @@ fn agent_token_session_lapses_and_reauth_restores_the_same_token() {
     service.expire(&sha);
     std::thread::sleep(TTL);
     let reply = call(&gw, &token);
-    let reauth_url = reply.json_str("reauth_url").unwrap_or_default();
     checks.check(
-        "after the lapse: session_expired with a one-time re-auth URL from the service",
+        "after the lapse: session_expired with the gateway's re-auth URL (the service gives none)",
         expect::session_expired_api(&reply).and_then(|()| {
-            (reauth_url.starts_with(&service.url("/reauth?code="))
-                && reply.header("x-auth-reauth-url") == Some(reauth_url.as_str()))
+            (reply.json_str("reauth_url").as_deref() == Some(FALLBACK_URL)
+                && reply.header("x-auth-reauth-url") == Some(FALLBACK_URL))
             .then_some(())
             .ok_or(format!("{reply}"))
         }),
     );
-
-    let login = Req::get(&reauth_url).send();
+    let answer = authorize_agent(&service, &sha);
     checks.check(
-        "completing re-auth at the URL",
-        (login.status == 200)
-            .then_some(())
-            .ok_or(format!("{login}")),
+        "the service's expired answer carries no re-auth link",
+        (answer
+            == json!({"authorized": false, "reason": "session expired",
+                      "session": {"status": "expired"}}))
+        .then_some(())
+        .ok_or(format!("{answer}")),
     );
-    let again = Req::get(&reauth_url).send();
+
     checks.check(
-        "the code is single-use",
-        (again.status == 400)
-            .then_some(())
-            .ok_or(format!("{again}")),
+        "the gateway renews the session after the owner signed in",
+        renewed(&renew_as_gateway(&service, &sha, "ticket-1")),
     );
     std::thread::sleep(TTL);
     checks.check(
@@ -295,77 +326,80 @@ fn admin_call(
 }
 
 #[test]
-fn an_agent_asking_again_gets_the_same_reauth_code() {
-    let (_dir, db) = temp_db();
-    let service = AuthzService::start(&db);
-    let (_, sha) = service.create_token("alice@example.com", 3600);
-    service.expire(&sha);
-    let first = authorize_agent(&service, &sha);
-    let link = first["session"]["reauth_url"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no reauth_url: {first}"))
-        .to_string();
-    for _ in 0..299 {
-        let again = authorize_agent(&service, &sha);
-        assert_eq!(again["session"]["reauth_url"], link.as_str(), "{again}");
-    }
-    assert_eq!(
-        service.reauth_code_rows(),
-        1,
-        "300 expired answers, one row"
-    );
-
-    // Redeemed, it is gone; the next lapse gets a new code in the same single row.
-    assert_eq!(Req::get(&link).send().status, 200);
-    service.expire(&sha);
-    let next = authorize_agent(&service, &sha);
-    let next_link = next["session"]["reauth_url"].as_str().unwrap_or_default();
-    assert!(
-        next_link.contains("/reauth?code=") && next_link != link,
-        "{next}"
-    );
-    assert_eq!(service.reauth_code_rows(), 1);
-}
-
-#[test]
-fn reauth_codes_are_capped_across_tokens() {
+fn an_expired_answer_carries_no_reauth_url_and_there_is_no_reauth_page() {
     let (_dir, db) = temp_db();
     let service = AuthzService::start_with(
         &db,
         AuthzOptions {
-            max_reauth_codes: 5,
-            ..AuthzOptions::default()
+            public_url: Some("https://authz.example.com".into()),
+            ..with_gateway_key()
         },
     );
-    let mut shas = Vec::new();
-    for i in 0..12 {
-        let (_, sha) = service.create_token(&format!("user{i}@example.com"), 3600);
-        service.expire(&sha);
-        shas.push(sha);
-    }
+    let (_, sha) = service.create_token("alice@example.com", 3600);
+    service.expire(&sha);
+    let expired = json!({"authorized": false, "reason": "session expired",
+                         "session": {"status": "expired"}});
+    let mut checks = Checks::new();
     for round in 0..3 {
-        for (i, sha) in shas.iter().enumerate() {
-            let answer = authorize_agent(&service, sha);
-            assert_eq!(answer["authorized"], false, "{answer}");
-            assert_eq!(answer["session"]["status"], "expired", "{answer}");
-            let has_link = answer["session"]["reauth_url"].is_string();
-            assert_eq!(
-                has_link,
-                i < 5,
-                "round {round}, token {i}: a link only within the cap: {answer}"
+        let answer = authorize_agent(&service, &sha);
+        checks.check(
+            &format!("expired answer {round}: no reauth_url"),
+            (answer == expired).then_some(()).ok_or(format!("{answer}")),
+        );
+    }
+
+    // Whatever code, at whichever of the service's names: no such page.
+    let port = service.port();
+    for host in [format!("127.0.0.1:{port}"), "authz.example.com".to_string()] {
+        for path in [
+            "/reauth?code=anything",
+            "/reauth?code=00112233445566778899aabbccddeeff",
+        ] {
+            let reply = Req::get(service.url(path)).header("host", &host).send();
+            checks.check(
+                &format!("GET {path} at {host}"),
+                error_reply(&reply, 404, "not_found").map(|_| ()),
             );
         }
-        assert_eq!(service.reauth_code_rows(), 5, "round {round}");
+        let form = Req::post(service.url("/reauth"))
+            .header("host", &host)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("code=anything")
+            .send();
+        checks.check(
+            &format!("POST /reauth (a form) at {host}"),
+            error_reply(&form, 404, "not_found").map(|_| ()),
+        );
+        let json = Req::post(service.url("/reauth"))
+            .header("host", &host)
+            .json(&json!({"code": "anything"}))
+            .send();
+        checks.check(
+            &format!("POST /reauth (JSON) at {host}"),
+            error_reply(&json, 404, "not_found").map(|_| ()),
+        );
     }
-    // A token that already has a code keeps getting it at the cap; one redeemed frees a row.
-    let link = authorize_agent(&service, &shas[0])["session"]["reauth_url"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert_eq!(Req::get(&link).send().status, 200, "{link}");
-    let answer = authorize_agent(&service, &shas[5]);
-    assert!(answer["session"]["reauth_url"].is_string(), "{answer}");
-    assert_eq!(service.reauth_code_rows(), 5);
+    let answer = authorize_agent(&service, &sha);
+    checks.check(
+        "still expired",
+        (answer == expired).then_some(()).ok_or(format!("{answer}")),
+    );
+    service.restore(&sha);
+    let answer = authorize_agent(&service, &sha);
+    checks.check(
+        "undoing a revocation renews nothing",
+        (answer == expired).then_some(()).ok_or(format!("{answer}")),
+    );
+    checks.check(
+        "only a gateway's renewal, after the owner signed in, does",
+        renewed(&renew_as_gateway(&service, &sha, "ticket-1")).and_then(|()| {
+            let answer = authorize_agent(&service, &sha);
+            (answer["authorized"] == true && answer["session"]["status"] == "active")
+                .then_some(())
+                .ok_or(format!("{answer}"))
+        }),
+    );
+    checks.finish();
 }
 
 #[test]
@@ -491,7 +525,7 @@ fn the_admin_api_takes_only_json() {
 }
 
 #[test]
-fn the_admin_api_and_reauth_answer_only_their_own_host_names() {
+fn the_admin_api_answers_only_its_own_host_names() {
     let (_dir, db) = temp_db();
     let service = AuthzService::start_with(
         &db,
@@ -541,52 +575,7 @@ fn the_admin_api_and_reauth_answer_only_their_own_host_names() {
         );
     }
 
-    // /reauth: a rebound page cannot redeem a code, the service's own name can.
     let (_, sha) = service.create_token("ivy@example.com", 3600);
-    service.expire(&sha);
-    let link = authorize_agent(&service, &sha)["session"]["reauth_url"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let code = link
-        .strip_prefix("https://authz.example.com/reauth?code=")
-        .unwrap_or_else(|| panic!("link at the public URL: {link}"))
-        .to_string();
-    let reauth = |host: &str| {
-        Req::get(service.url(&format!("/reauth?code={code}")))
-            .header("host", host)
-            .send()
-    };
-    let refused = reauth(&format!("rebind.attacker.example:{port}"));
-    checks.check(
-        "/reauth with a foreign Host",
-        (refused.status == 403)
-            .then_some(())
-            .ok_or(format!("{refused}")),
-    );
-    let form = Req::post(service.url("/reauth"))
-        .header("host", "rebind.attacker.example")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("code={code}"))
-        .send();
-    checks.check(
-        "POST /reauth with a foreign Host",
-        error_reply(&form, 403, "forbidden").map(|_| ()),
-    );
-    let still_expired = authorize_agent(&service, &sha);
-    checks.check(
-        "the code was not redeemed",
-        (still_expired["session"]["status"] == "expired")
-            .then_some(())
-            .ok_or(format!("{still_expired}")),
-    );
-    let redeemed = reauth("authz.example.com");
-    checks.check(
-        "/reauth at the public URL's host",
-        (redeemed.status == 200)
-            .then_some(())
-            .ok_or(format!("{redeemed}")),
-    );
 
     // The gateway's callout carries enterprise.authority, whatever it is.
     for host in ["authz.internal", "authz.authgate.local", "anything.example"] {
@@ -661,14 +650,10 @@ fn authorize_answers_the_gateway_not_browsers() {
         );
     }
     checks.check(
-        "none of them reached the store (no code was minted, nothing logged)",
-        (service.reauth_code_rows() == 0 && service.request_count() == 0)
+        "none of them was read (nothing logged)",
+        (service.request_count() == 0)
             .then_some(())
-            .ok_or(format!(
-                "{} rows, {} logged",
-                service.reauth_code_rows(),
-                service.request_count()
-            )),
+            .ok_or(format!("{} logged", service.request_count())),
     );
     let answer = authorize_agent(&service, &sha);
     checks.check(

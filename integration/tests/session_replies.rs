@@ -1,12 +1,13 @@
 //! Session-expired replies that agents, browsers and API clients understand (DESIGN.md
 //! "Session-expired replies"), in real Envoy: the official `openai` and `anthropic` Python SDKs
 //! play the agent (non-streaming and streaming) against the reference authorization service, and
-//! the whole lapse → re-auth → same token works again flow runs end to end.
+//! the whole lapse → renewal → same token works again flow runs end to end (the renewal as the
+//! gateway asks for it once the owner signed in; the sign-in itself is in `sign_in.rs`).
 
 use std::process::Command;
 use std::time::Duration;
 
-use authgate_integration::authz_service::AuthzService;
+use authgate_integration::authz_service::{AuthzOptions, AuthzService};
 use authgate_integration::expect::{self, Checks};
 use authgate_integration::plugin::{corp_claims, local_provider};
 use authgate_integration::{
@@ -15,6 +16,8 @@ use authgate_integration::{
 use serde_json::{json, Value};
 
 const FALLBACK_URL: &str = "https://sso.example.com/reauth";
+/// The key a gateway presents to `POST /api/sessions/renew`.
+const GATEWAY_KEY: &str = "gateway-key-for-tests-0123";
 /// Expired-session answers are cached for deny_ttl_s (1 s).
 const TTL: Duration = Duration::from_millis(1_100);
 
@@ -38,7 +41,13 @@ fn plugin() -> Value {
 
 fn start() -> (tempfile::TempDir, AuthzService, Gateway) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let service = AuthzService::start(&dir.path().join("authz.sqlite"));
+    let service = AuthzService::start_with(
+        &dir.path().join("authz.sqlite"),
+        AuthzOptions {
+            gateway_key: Some(GATEWAY_KEY.to_string()),
+            ..AuthzOptions::default()
+        },
+    );
     let port = service.port();
     let idp = JwksStub::start(authgate_integration::jwks(&[]));
     let gw = Gateway::start_with(&plugin(), idp, |c| {
@@ -75,16 +84,15 @@ fn agent(sdk: &str, base_url: &str, api_key: &str) -> Value {
     })
 }
 
-/// Every call's text shows the user a re-auth URL from the service (one-time code).
-fn every_text_has_a_reauth_url(results: &Value, service: &AuthzService) -> expect::Check {
-    let prefix = service.url("/reauth?code=");
+/// Every call's text shows the user the gateway's re-auth URL (the service gives none).
+fn every_text_has_a_reauth_url(results: &Value) -> expect::Check {
     let calls = results.as_object().ok_or("no results")?;
     for (call, result) in calls {
         if call.ends_with("_events") {
             continue;
         }
         let text = result["text"].as_str().unwrap_or("");
-        if !text.contains(&prefix) || !text.starts_with("Your session has expired.") {
+        if !text.contains(FALLBACK_URL) || !text.starts_with("Your session has expired.") {
             return Err(format!("{call}: the user would see {text:?}"));
         }
     }
@@ -98,7 +106,7 @@ fn expired_jwt() -> String {
 }
 
 #[test]
-fn agents_see_the_reauth_url_and_reauth_restores_the_same_token() {
+fn agents_see_the_reauth_url_and_a_renewed_session_works_with_the_same_token() {
     let (_dir, service, gw) = start();
     let (token, sha) = service.create_token("alice@example.com", 3600);
     service.expire(&sha);
@@ -107,7 +115,7 @@ fn agents_see_the_reauth_url_and_reauth_restores_the_same_token() {
     let openai = agent("openai", &gw.url("/v1"), &token);
     checks.check(
         "openai SDK: chat, completions, responses, streaming or not",
-        every_text_has_a_reauth_url(&openai, &service),
+        every_text_has_a_reauth_url(&openai),
     );
     checks.check(
         "openai SDK: the model is echoed, usage zeros",
@@ -122,7 +130,7 @@ fn agents_see_the_reauth_url_and_reauth_restores_the_same_token() {
     let anthropic = agent("anthropic", &gw.url("/anthropic"), &token);
     checks.check(
         "anthropic SDK: messages, streaming or not",
-        every_text_has_a_reauth_url(&anthropic, &service),
+        every_text_has_a_reauth_url(&anthropic),
     );
     checks.check(
         "anthropic SDK: model echoed, end_turn, the documented event sequence",
@@ -142,18 +150,18 @@ fn agents_see_the_reauth_url_and_reauth_restores_the_same_token() {
         .ok_or(format!("{anthropic}")),
     );
 
-    // The user opens the URL the agent showed and signs in again.
-    let text = openai["chat"]["text"].as_str().unwrap_or("");
-    let url = text
-        .split_whitespace()
-        .find(|word| word.starts_with("http") && word.contains("/reauth?code="))
-        .unwrap_or_default();
-    let login = Req::get(url).send();
+    // The owner signs in again (here: the gateway's renewal call that follows a sign-in).
+    let renewal = Req::post(service.url("/api/sessions/renew"))
+        .header("x-authgate-gateway-key", GATEWAY_KEY)
+        .json(&json!({"token_sha256": sha, "ticket_id": "ticket-1",
+                      "user_email": "alice@example.com", "email_verified": true,
+                      "subject": {"id": "alice", "issuer": "https://idp.example.com"}}))
+        .send();
     checks.check(
-        "re-auth at the URL the agent showed",
-        (login.status == 200)
+        "the session is renewed for its owner",
+        (renewal.status == 200 && renewal.json().is_some_and(|b| b["renewed"] == true))
             .then_some(())
-            .ok_or(format!("{login}")),
+            .ok_or(format!("{renewal}")),
     );
     std::thread::sleep(TTL);
     let reply = Req::post(gw.url("/v1/chat/completions"))

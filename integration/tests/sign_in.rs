@@ -72,6 +72,12 @@ fn start_envoy(
 }
 
 fn start() -> Stack {
+    start_with(false)
+}
+
+/// `discovery`: the provider is configured by its issuer alone (keys and endpoints come from
+/// its discovery document).
+fn start_with(discovery: bool) -> Stack {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let port = free_port();
     let gateway = format!("http://127.0.0.1:{port}");
@@ -84,7 +90,7 @@ fn start() -> Stack {
         },
     );
     let issuer = &idp.issuer;
-    let plugin = json!({
+    let mut plugin = json!({
         "jwt_providers": {"idp": {"issuer": issuer,
             "remote_jwks": {"cluster": "idp", "uri": format!("{issuer}/jwks")}}},
         "opaque_tokens": "enterprise",
@@ -106,6 +112,17 @@ fn start() -> Stack {
                   "cookie_keys": [URL_SAFE_NO_PAD.encode([7u8; 32])]},
         "session": {"hold_companion": true}
     });
+    if discovery {
+        plugin["jwt_providers"]["idp"] =
+            json!({"issuer": issuer, "discovery": true, "remote_jwks": {"cluster": "idp"}});
+        for endpoint in [
+            "authorization_endpoint",
+            "token_endpoint",
+            "end_session_endpoint",
+        ] {
+            plugin["login"].as_object_mut().map(|l| l.remove(endpoint));
+        }
+    }
     let upstream = Upstream::start();
     let envoy = start_envoy(&plugin, &upstream, &idp, &service, port);
     Stack {
@@ -467,6 +484,45 @@ fn identity_provider_failures_unverified_emails_and_cookie_key_rotation() {
                 .is_some_and(|c| c.contains("Max-Age=0")))
         .then_some(())
         .ok_or(format!("{reply}")),
+    );
+    checks.finish();
+}
+
+#[test]
+fn with_discovery_the_issuer_alone_is_enough() {
+    let stack = start_with(true);
+    let mut checks = Checks::new();
+    let report = browser(
+        Some("alice@example.com"),
+        &["open", &format!("{}/app/home", stack.gateway)],
+    );
+    let upstream: Value = serde_json::from_str(&text(&report["final"])).unwrap_or_default();
+    checks.check(
+        "keys and endpoints from the discovery document: signed in",
+        (upstream["headers"]["x-auth-subject"] == "alice")
+            .then_some(())
+            .ok_or(format!("{report}")),
+    );
+    let session = report["final"]["cookies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "__Host-authgate_session")
+        .and_then(|c| c["value"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let out = Req::post(format!("{}/auth/logout", stack.gateway))
+        .header("origin", &stack.gateway)
+        .header("cookie", &format!("__Host-authgate_session={session}"))
+        .send();
+    checks.check(
+        "logout goes on to the discovered end-session endpoint",
+        (out.status == 302
+            && out
+                .header("location")
+                .is_some_and(|l| l.starts_with(&format!("{}/session/end?", stack.idp.issuer))))
+        .then_some(())
+        .ok_or(format!("{out}")),
     );
     checks.finish();
 }

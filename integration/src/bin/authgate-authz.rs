@@ -9,7 +9,6 @@ use std::process::ExitCode;
 
 use authgate_integration::authz_service::{
     AdminTokenSource, AuthzOptions, AuthzService, AuthzStore, DEFAULT_SESSION_TTL_S,
-    MAX_REAUTH_CODES,
 };
 use serde_json::json;
 
@@ -24,16 +23,17 @@ usage:
   authgate-authz subject --db PATH --id ID --allowed true|false [--reason R]
   authgate-authz admin-token --db PATH
 
-serve: answers POST /api/authorize, GET|POST /reauth, GET /health and /admin/... on
-  --host:--port. Re-auth links start with --public-url (default http://127.0.0.1:PORT).
+serve: answers POST /api/authorize, POST /api/sessions/renew, GET /health and /admin/...
+  on --host:--port. An expired session's answer carries no re-auth link: nothing renews a
+  session but POST /api/sessions/renew, from a gateway that signed the token's owner in.
+  --public-url is the URL the service is reached at (default http://127.0.0.1:PORT).
   /admin/ always needs `authorization: Bearer <admin token>` and JSON bodies, and answers
   only Host values naming this service (127.0.0.1/localhost/[::1]/--host with the port, and
   --public-url's host). The admin token is --admin-token, or AUTHGATE_AUTHZ_ADMIN_TOKEN (keeps
   it out of `ps`); with neither, one is generated at the first start, printed once, and kept
   in the database as a SHA-256 digest.
-  POST /api/sessions/renew (a gateway renewing an agent session after its owner signed in)
-  needs `x-authgate-gateway-key: K`, K from --gateway-key or AUTHGATE_GATEWAY_KEY; without
-  one, renewal is off.
+  POST /api/sessions/renew needs `x-authgate-gateway-key: K`, K from --gateway-key or
+  AUTHGATE_GATEWAY_KEY; without one, renewal is off.
 create-token: prints {\"token\": ..., \"token_sha256\": ...}; only the digest is stored.
 admin-token: replaces the stored admin token with a new one and prints it (a running server
   takes the new one, and no longer the old, from its next request).";
@@ -102,7 +102,6 @@ fn run(command: &str, args: &[String]) -> Result<(), Failure> {
                 session_ttl_s: flags
                     .number("session-ttl-s")?
                     .unwrap_or(DEFAULT_SESSION_TTL_S),
-                max_reauth_codes: MAX_REAUTH_CODES,
                 gateway_key: flags
                     .take("gateway-key")
                     .or_else(|| std::env::var(GATEWAY_KEY_ENV).ok()),
@@ -110,7 +109,7 @@ fn run(command: &str, args: &[String]) -> Result<(), Failure> {
             let service = AuthzService::serve(&db, host, options).map_err(Failure::Runtime)?;
             // The first line is read by bench/ for the port: keep its shape.
             println!(
-                "authgate-authz: serving {} on {host}:{} (re-auth links {}, admin bearer token)",
+                "authgate-authz: serving {} on {host}:{} (public URL {}, admin bearer token)",
                 db.display(),
                 service.port(),
                 service.public_url(),

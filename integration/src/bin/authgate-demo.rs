@@ -83,8 +83,9 @@ fn main() {
     println!("  curl -i -H \"Authorization: Bearer <token>\" {gateway}/v1/models   # 200 via the service");
     println!("  target/debug/authgate-authz expire --db .run/authz.sqlite --sha256 <token_sha256>");
     println!(
-        "  # then the same call answers with a re-auth URL; open it, and the token works again"
+        "  # then the same call answers with a re-auth URL; open it, sign in as the token's owner"
     );
+    println!("  # and confirm: the same token works again");
     println!();
     println!("Serving until killed (Ctrl-C).");
     loop {
