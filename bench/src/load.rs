@@ -230,7 +230,11 @@ impl Generator<'_> {
         if !self.options.tokens.is_empty() {
             let token = &self.options.tokens[self.next_token % self.options.tokens.len()];
             self.next_token = self.next_token.wrapping_add(1);
-            conn.out.extend_from_slice(b"authorization: Bearer ");
+            // A "name: value" line (a session cookie) goes as that header, anything else as
+            // a bearer token.
+            if !token.contains(": ") {
+                conn.out.extend_from_slice(b"authorization: Bearer ");
+            }
             conn.out.extend_from_slice(token.as_bytes());
             conn.out.extend_from_slice(b"\r\n");
         }

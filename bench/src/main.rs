@@ -293,6 +293,12 @@ fn make_credentials(args: &Args, dir: &Path, agent_token: &str) -> Result<Creden
         Credential::AgentToken,
         tokens::write(dir, "agent", &[agent_token.to_string()])?,
     );
+    let cookie = variants::session_cookie()?;
+    files.insert(
+        Credential::SessionCookie,
+        tokens::write(dir, "session", std::slice::from_ref(&cookie))?,
+    );
+    probes.insert(Credential::SessionCookie, cookie);
     probes.insert(Credential::AgentToken, agent_token.to_string());
     eprintln!(
         "bench: signed {rs256_count} RS256, {n} ES256 and {n} EdDSA tokens in {:.1} s",
@@ -500,8 +506,11 @@ impl Bench<'_> {
     /// denial, which proves its filter is in the chain).
     fn probe(&self, variant: &Variant, envoy: &EnvoyProcess) -> Result<(), String> {
         let token = &self.credentials.probes[&variant.credential];
-        let allowed = Req::get(envoy.url(BENCH_PATH))
-            .bearer(token)
+        let request = match token.split_once(": ") {
+            Some((name, value)) => Req::get(envoy.url(BENCH_PATH)).header(name, value),
+            None => Req::get(envoy.url(BENCH_PATH)).bearer(token),
+        };
+        let allowed = request
             .timeout(Duration::from_secs(10))
             .try_send()
             .map_err(|e| format!("probe with a credential: {e}"))?;

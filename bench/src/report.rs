@@ -339,6 +339,13 @@ pub fn targets(
             "noop_host_calls",
             0.95,
         ),
+        // A sign-in session cookie, opened once and then cached like a verified token.
+        ratio_target(
+            "session cookie (authgate_session)",
+            "authgate_session",
+            "authgate_cached",
+            0.95,
+        ),
         // What exporting the response-headers callback (evict_on_upstream, off here) costs a
         // filter that returns at once from it.
         ratio_target(

@@ -34,6 +34,8 @@ pub enum Credential {
     DistinctEdDsa,
     /// One opaque agent token registered in the reference service.
     AgentToken,
+    /// One sign-in session cookie (a `cookie: …` line).
+    SessionCookie,
 }
 
 impl Credential {
@@ -62,6 +64,7 @@ pub enum Kind {
     JwtAuthn,
     JwtAuthnCached,
     AuthgateCached,
+    AuthgateSession,
     AuthgateRs256,
     AuthgateEs256,
     AuthgateEdDsa,
@@ -171,6 +174,15 @@ pub fn all() -> Vec<Variant> {
             true,
         ),
         v(
+            Kind::AuthgateSession,
+            "authgate_session",
+            "e2. authgate, one sign-in session cookie (cached)",
+            Credential::SessionCookie,
+            401,
+            None,
+            false,
+        ),
+        v(
             Kind::AuthgateRs256,
             "authgate_rs256",
             "f. authgate RS256, distinct tokens",
@@ -268,6 +280,7 @@ impl Variant {
             | Kind::AuthgateEdDsa => {
                 vec![authgate_filter(setup, &authgate_plugin(false))]
             }
+            Kind::AuthgateSession => vec![authgate_filter(setup, &session_plugin())],
             Kind::ExtAuthz => vec![ext_authz()],
             Kind::AuthgateEnterpriseJwt | Kind::AuthgateEnterpriseAgent => {
                 vec![authgate_filter(setup, &authgate_plugin(true))]
@@ -332,6 +345,49 @@ pub fn authgate_plugin(enterprise: bool) -> Value {
                    "enterprise": true}],
         "enterprise": {"cluster": "authz", "authority": "authz.internal", "timeout_ms": 2000}
     })
+}
+
+/// The cookie key of the session variant, base64url (a benchmark, not a secret).
+const SESSION_COOKIE_KEY: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk";
+
+/// authgate with sign-in: every request carries a session cookie (the IdP is never called).
+pub fn session_plugin() -> Value {
+    json!({
+        "jwt_providers": {PROVIDER: local_provider(&KEYS)},
+        "rules": [{"match": {"prefix": "/"}, "requires_any": ["session"]}],
+        "login": {"provider": PROVIDER,
+                  "authorization_endpoint": "http://idp.invalid/auth",
+                  "token_endpoint": "http://idp.invalid/token", "token_cluster": "idp",
+                  "client_id": "bench", "client_secret": "bench-secret",
+                  "public_url": "http://127.0.0.1",
+                  "cookie_keys": [SESSION_COOKIE_KEY]}
+    })
+}
+
+/// The `cookie: …` line of a signed-in session for the session variant, sealed as the
+/// gateway would after a sign-in (valid for a day).
+pub fn session_cookie() -> Result<String, String> {
+    use authgate::core::login::session::Session;
+    let config = authgate::core::config::Config::parse(session_plugin().to_string().as_bytes())
+        .map_err(|e| format!("session plugin: {e}"))?;
+    let login = config.login.as_ref().ok_or("no login section")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut claims = serde_json::Map::new();
+    claims.insert("sub".into(), json!("bench"));
+    claims.insert("email".into(), json!("bench@example.com"));
+    let session = Session {
+        sub: "bench".into(),
+        iss: ISSUER.into(),
+        exp: i64::try_from(now + 86_400).unwrap_or(i64::MAX),
+        sid: "00".repeat(16),
+        claims,
+    };
+    let sealed = session
+        .seal(login, [3; 12])
+        .ok_or("cannot seal the session")?;
+    Ok(format!("cookie: {}={sealed}", login.cookie_name))
 }
 
 fn authgate_filter(setup: &Setup, plugin: &Value) -> Value {
