@@ -205,6 +205,41 @@ fn path_error(err: serde_path_to_error::Error<serde_json::Error>) -> ConfigError
     ConfigError::new(path, message)
 }
 
+/// A `login` rule limited to hosts must be on the gateway's own host (the session cookie is
+/// host-only) or on hosts `cookie.domain` covers: elsewhere the cookie never arrives and a
+/// browser would be sent to sign in forever.
+fn check_login_hosts(login: &Login, rules: &[Rule]) -> Result<(), ConfigError> {
+    let own = crate::core::syntax::split_uri(&login.public_url)
+        .map(|(authority, _)| crate::core::syntax::host_of(&authority))
+        .unwrap_or_default();
+    let domain = login
+        .cookie_domain
+        .as_deref()
+        .map(|d| d.trim_start_matches('.').to_ascii_lowercase());
+    for (index, rule) in rules.iter().enumerate() {
+        if !rule.login {
+            continue;
+        }
+        for (i, glob) in rule.hosts.iter().enumerate() {
+            let pattern = glob.pattern();
+            let covered = glob.matches_host(&own)
+                || domain.as_ref().is_some_and(|d| {
+                    let rest = pattern.trim_start_matches('*').trim_start_matches('.');
+                    rest == *d || rest.ends_with(&format!(".{d}"))
+                });
+            if !covered {
+                return Err(ConfigError::new(
+                    format!("rules[{index}].match.hosts[{i}]"),
+                    format!(
+                        "a login rule on {pattern:?}: the session cookie is for {own:?}; set login.cookie.domain to cover it"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// serde_json appends " at line L column C", which means nothing for a one-line plugin string.
 fn strip_serde_position(message: &str) -> String {
     match message.rfind(" at line ") {
@@ -276,6 +311,9 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
             rule,
             &credentials,
         )?);
+    }
+    if let Some(login) = &login {
+        check_login_hosts(login, &rules)?;
     }
     let health_path = match raw.health_path {
         Some(path) if !path.starts_with('/') => {

@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 use crate::core::jwt::discovery::Discovered;
 use crate::core::jwt::jwks::KeySet;
 use crate::core::jwt::provider::Provider;
-use crate::core::login::config::{Endpoints, Login, TokenAuth};
+use crate::core::login::config::{Endpoints, Login, SameSite, TokenAuth};
 use crate::core::login::flow::{
     attempt_cookie_name, percent_encode, query_param, safe_return_path, Attempt,
 };
@@ -421,18 +421,46 @@ pub fn complete(
             "the identity's claims are too large for a session cookie",
         );
     };
-    redirect(
-        &pending.attempt.rd,
-        vec![
-            clear_attempt.clone(),
-            set_cookie(
-                login,
-                &login.cookie_name,
-                Some(&sealed),
-                login.session_lifetime_s,
-            ),
-        ],
-    )
+    let cookies = vec![
+        clear_attempt.clone(),
+        set_cookie(
+            login,
+            &login.cookie_name,
+            Some(&sealed),
+            login.session_lifetime_s,
+        ),
+    ];
+    if login.same_site == SameSite::Strict {
+        // A SameSite=Strict cookie is not sent on the redirect that ends a cross-site chain
+        // (the IdP's): a page of our own navigates on, so the next request is same-site.
+        return onward_page(&pending.attempt.rd, cookies);
+    }
+    redirect(&pending.attempt.rd, cookies)
+}
+
+/// 200 with a page that sends the browser on to `location` (a checked same-origin path).
+fn onward_page(location: &str, cookies: Vec<String>) -> Reply {
+    let escaped = location
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;");
+    let mut headers = vec![
+        (
+            "content-type".to_string(),
+            "text/html; charset=utf-8".to_string(),
+        ),
+        ("cache-control".to_string(), "no-store".to_string()),
+    ];
+    headers.extend(cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
+    Reply {
+        status: 200,
+        headers,
+        body: format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\">\
+             <meta http-equiv=\"refresh\" content=\"0;url={escaped}\"><title>Signed in</title>\
+             </head><body><p>Signed in. <a href=\"{escaped}\">Continue</a></p></body></html>\n"
+        ),
+    }
 }
 
 /// POST only, from the gateway's own pages: clears the session, then the IdP's logout.

@@ -514,6 +514,26 @@ fn login_configuration_errors_name_the_field() {
         .as_deref(),
         Some("rules[0].login")
     );
+    let on_host = |hosts: Value, cookie: Value| {
+        let mut login = login_section();
+        login["cookie"] = cookie;
+        config_with(
+            login,
+            json!([{"match": {"prefix": "/", "hosts": hosts}, "requires_any": ["session"], "login": true}]),
+        )
+        .err()
+    };
+    assert_eq!(on_host(json!(["gw.test"]), json!({})), None);
+    assert_eq!(
+        on_host(json!(["app.other.test"]), json!({})).as_deref(),
+        Some("rules[0].match.hosts[0]"),
+        "the host-only session cookie never reaches another host"
+    );
+    assert_eq!(
+        on_host(json!(["*.corp.test"]), json!({"domain": "corp.test"})),
+        None,
+        "a cookie domain that covers them"
+    );
     let no_login = json!({"jwt_providers": {}, "rules": [{"match": {"prefix": "/"}, "requires_any": ["session"]}]});
     assert_eq!(
         Config::parse(no_login.to_string().as_bytes())
@@ -766,4 +786,71 @@ fn an_expired_agent_session_is_renewed_only_after_its_owner_signs_in_and_confirm
     assert!(!ok && refused.status == 403 && refused.body.contains("not this token"));
     let (down, ok) = renewed(login, &renewal, 0, None);
     assert!(!ok && down.status == 503);
+}
+
+#[test]
+fn with_same_site_strict_a_page_of_our_own_navigates_on() {
+    let mut login = login_section();
+    login["cookie"] = json!({"same_site": "strict"});
+    let config = config_with(
+        login,
+        json!([{"match": {"prefix": "/app"}, "requires_any": ["session"], "login": true}]),
+    )
+    .unwrap();
+    let mut state = State::new(&config);
+    let start = run(
+        &config,
+        &mut state,
+        &[
+            (":method", "GET"),
+            (":path", "/auth/login?rd=%2Fapp"),
+            (":authority", "gw.test"),
+        ],
+    )
+    .step;
+    let out = reply(&start);
+    let location = header(out, "location")[0];
+    let state_value = query_param(location.split_once('?').unwrap().1, "state").unwrap();
+    let jar = header(out, "set-cookie")[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let path = format!("/auth/callback?code=c&state={state_value}");
+    let Step::SignIn(exchange) = run(
+        &config,
+        &mut state,
+        &[
+            (":method", "GET"),
+            (":path", &path),
+            (":authority", "gw.test"),
+            ("cookie", &jar),
+        ],
+    )
+    .step
+    else {
+        panic!("expected the exchange")
+    };
+    let provider = &config.providers[0];
+    let crate::core::jwt::provider::JwksSource::Local(keys) = &provider.jwks else {
+        panic!()
+    };
+    let body = json!({"id_token": hs256(&json!({"iss": "https://idp.test", "aud": "authgate",
+        "sub": "alice", "email": "alice@example.com", "email_verified": true,
+        "nonce": exchange.pending.attempt.nonce, "iat": NOW_S, "exp": NOW_S + 300}))})
+    .to_string();
+    let out = complete(
+        config.login.as_ref().unwrap(),
+        provider,
+        Some(keys),
+        &exchange.pending,
+        (200, Some(body.as_bytes())),
+        NOW_S,
+        &mut crate::core::random::OsRandom,
+    );
+    assert_eq!(out.status, 200);
+    assert!(out.body.contains("url=/app"), "{}", out.body);
+    assert!(header(&out, "set-cookie")
+        .iter()
+        .any(|c| c.starts_with("__Host-authgate_session=") && c.contains("SameSite=Strict")));
 }

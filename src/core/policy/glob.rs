@@ -28,6 +28,11 @@ impl HostGlob {
 
     /// Matches a `:authority`/`host` value; any `:port` suffix and trailing dot are ignored
     /// (`API.example.com.:443` is `api.example.com`).
+    /// The pattern as configured (lower case, no trailing dot).
+    pub fn pattern(&self) -> String {
+        String::from_utf8_lossy(&self.pattern).into_owned()
+    }
+
     pub fn matches(&self, authority: &str) -> bool {
         self.matches_host(&host_of(authority))
     }
