@@ -11,7 +11,7 @@ use crate::core::replies;
 use crate::core::replies::body_scan::BodyFacts;
 use crate::filter::authz_call::Owner;
 use crate::filter::host;
-use crate::filter::vm::{apply_headers, Vm};
+use crate::filter::vm::Vm;
 
 pub struct AuthHttp {
     /// None when the configuration failed to load: every request is refused.
@@ -96,8 +96,7 @@ impl HttpContext for AuthHttp {
                 rewrite,
                 watch,
             } => {
-                vm.watch_upstream(self.context_id, watch);
-                apply_headers(&remove, &add, &rewrite);
+                vm.let_through(self.context_id, &remove, &add, &rewrite, watch);
                 Action::Continue
             }
             Step::Respond(reply) => {

@@ -137,11 +137,21 @@ impl Vm {
             .is_some_and(|e| !e.evict_on_upstream.is_empty())
     }
 
-    /// A request let through on an enterprise decision: watched until the upstream answers.
-    pub fn watch_upstream(&self, context_id: u32, credential: Option<TokenHash>) {
-        if let Some(credential) = credential {
+    /// Lets a request through (the caller continues or resumes it): its headers and path as
+    /// decided, and, when an enterprise decision let it through, watched until the upstream
+    /// answers.
+    pub fn let_through(
+        &self,
+        context_id: u32,
+        remove: &[String],
+        add: &[(String, String)],
+        rewrite: &Rewrite,
+        watch: Option<TokenHash>,
+    ) {
+        if let Some(credential) = watch {
             self.upstream.watch(context_id, credential);
         }
+        apply_headers(remove, add, rewrite);
     }
 
     /// The upstream's response headers (only with `evict_on_upstream`): an evicting status
@@ -574,28 +584,23 @@ impl Vm {
             body,
             pending,
         } = exchange;
-        match host::dispatch(&cluster, &headers, &body, SIGN_IN_TIMEOUT) {
-            Some(token) => {
-                if let Ok(mut waiting) = self.sign_ins.try_borrow_mut() {
-                    waiting.insert(token, (context_id, SignInCall::Exchange(pending)));
-                }
-                true
-            }
-            None => {
-                host::log(
-                    LogLevel::Error,
-                    &format!("authgate: could not call the token endpoint (cluster {cluster:?})"),
-                );
-                host::send_reply(&replies::page(
-                    503,
-                    "idp_unavailable",
-                    "the identity provider cannot be reached; retry",
-                    pending.html,
-                    pending.request_id.as_deref(),
-                ));
-                false
-            }
-        }
+        let refusal = replies::page(
+            503,
+            "idp_unavailable",
+            "the identity provider cannot be reached; retry",
+            pending.html,
+            pending.request_id.as_deref(),
+        );
+        let call = SignInCall::Exchange(pending);
+        self.dispatch_sign_in(
+            context_id,
+            &cluster,
+            &headers,
+            &body,
+            SIGN_IN_TIMEOUT,
+            call,
+            refusal,
+        )
     }
 
     /// An owner confirmed a renewal: posts it to the authorization service. False when the
@@ -614,26 +619,53 @@ impl Vm {
                 enterprise.gateway_key.clone().unwrap_or_default(),
             ),
         ];
-        match host::dispatch(
+        let refusal = replies::page(
+            503,
+            "unavailable",
+            "the authorization service cannot be reached; retry",
+            renewal.html,
+            renewal.request_id.as_deref(),
+        );
+        let body = renewal.body.clone();
+        let timeout = Duration::from_millis(enterprise.timeout_ms);
+        let call = SignInCall::Renew(Box::new(renewal));
+        self.dispatch_sign_in(
+            context_id,
             &enterprise.cluster,
             &headers,
-            &renewal.body,
-            Duration::from_millis(enterprise.timeout_ms),
-        ) {
+            &body,
+            timeout,
+            call,
+            refusal,
+        )
+    }
+
+    /// Makes a sign-in call and remembers what its answer needs; answers `refusal` when the
+    /// host refuses the call.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_sign_in(
+        &self,
+        context_id: u32,
+        cluster: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+        timeout: Duration,
+        call: SignInCall,
+        refusal: replies::Reply,
+    ) -> bool {
+        match host::dispatch(cluster, headers, body, timeout) {
             Some(token) => {
                 if let Ok(mut waiting) = self.sign_ins.try_borrow_mut() {
-                    waiting.insert(token, (context_id, SignInCall::Renew(Box::new(renewal))));
+                    waiting.insert(token, (context_id, call));
                 }
                 true
             }
             None => {
-                host::send_reply(&replies::page(
-                    503,
-                    "unavailable",
-                    "the authorization service cannot be reached; retry",
-                    renewal.html,
-                    renewal.request_id.as_deref(),
-                ));
+                host::log(
+                    LogLevel::Error,
+                    &format!("authgate: could not call cluster {cluster:?} for a sign-in"),
+                );
+                host::send_reply(&refusal);
                 false
             }
         }
@@ -804,8 +836,7 @@ impl Vm {
                 rewrite,
                 watch,
             } => {
-                self.watch_upstream(context_id, watch);
-                apply_headers(&remove, &add, &rewrite);
+                self.let_through(context_id, &remove, &add, &rewrite, watch);
                 host::resume_request();
             }
             Step::Respond(reply) => host::send_reply(&reply),

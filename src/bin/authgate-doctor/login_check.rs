@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use serde_json::Value;
 
 use authgate::core::jwt::discovery;
@@ -195,23 +193,8 @@ fn probe_client_auth(
     let mut request = ureq::post(&endpoints.token.url)
         .timeout(TIMEOUT)
         .set("content-type", "application/x-www-form-urlencoded");
-    match login.token_auth {
-        TokenAuth::ClientSecretBasic => {
-            let credentials = format!(
-                "{}:{}",
-                percent_encode(&login.client_id),
-                percent_encode(&login.client_secret)
-            );
-            request = request.set(
-                "authorization",
-                &format!("Basic {}", STANDARD.encode(credentials)),
-            );
-        }
-        TokenAuth::ClientSecretPost => form.push_str(&format!(
-            "&client_id={}&client_secret={}",
-            percent_encode(&login.client_id),
-            percent_encode(&login.client_secret)
-        )),
+    if let Some(authorization) = login.authenticate(&mut form) {
+        request = request.set("authorization", &authorization);
     }
     let (status, body) = match request.send_string(&form) {
         Ok(response) => (

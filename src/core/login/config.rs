@@ -151,6 +151,30 @@ impl Login {
         })
     }
 
+    /// Client authentication on a token request: the `authorization` header value for
+    /// `client_secret_basic` (id and secret form-encoded first, RFC 6749 §2.3.1), or the form
+    /// fields appended for `client_secret_post`.
+    pub fn authenticate(&self, form: &mut String) -> Option<String> {
+        use crate::core::login::flow::percent_encode;
+        let (id, secret) = (
+            percent_encode(&self.client_id),
+            percent_encode(&self.client_secret),
+        );
+        match self.token_auth {
+            TokenAuth::ClientSecretBasic => {
+                use base64::engine::general_purpose::STANDARD;
+                Some(format!(
+                    "Basic {}",
+                    STANDARD.encode(format!("{id}:{secret}"))
+                ))
+            }
+            TokenAuth::ClientSecretPost => {
+                form.push_str(&format!("&client_id={id}&client_secret={secret}"));
+                None
+            }
+        }
+    }
+
     pub fn redirect_uri(&self) -> String {
         format!("{}{}", self.public_url, self.callback_path)
     }

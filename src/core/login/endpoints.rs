@@ -2,15 +2,13 @@
 //! attempt (302 to the IdP), `callback_path` exchanges the code (a call the shell makes) and sets
 //! the session cookie, `logout_path` clears it. Everything random comes from the OS source.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::core::jwt::discovery::Discovered;
 use crate::core::jwt::jwks::KeySet;
 use crate::core::jwt::provider::Provider;
-use crate::core::login::config::{Endpoints, Login, SameSite, TokenAuth};
+use crate::core::login::config::{Endpoints, Login, SameSite};
 use crate::core::login::flow::{
     attempt_cookie_name, percent_encode, query_param, safe_return_path, Attempt,
 };
@@ -264,25 +262,8 @@ fn callback(login: &Login, endpoints: &Endpoints, request: &Request<'_>, html: b
         ("accept".to_string(), "application/json".to_string()),
         ("user-agent".to_string(), "authgate".to_string()),
     ];
-    match login.token_auth {
-        TokenAuth::ClientSecretBasic => {
-            let credentials = format!(
-                "{}:{}",
-                percent_encode(&login.client_id),
-                percent_encode(&login.client_secret)
-            );
-            headers.push((
-                "authorization".to_string(),
-                format!("Basic {}", STANDARD.encode(credentials)),
-            ));
-        }
-        TokenAuth::ClientSecretPost => {
-            form.push_str(&format!(
-                "&client_id={}&client_secret={}",
-                percent_encode(&login.client_id),
-                percent_encode(&login.client_secret)
-            ));
-        }
+    if let Some(authorization) = login.authenticate(&mut form) {
+        headers.push(("authorization".to_string(), authorization));
     }
     Answer::Exchange(Box::new(Exchange {
         cluster: login.token_cluster.clone(),
