@@ -163,6 +163,18 @@ fn browser(login: Option<&str>, args: &[&str]) -> Value {
     })
 }
 
+/// The session cookie's value at the end of a browser run.
+fn session_cookie(report: &Value) -> String {
+    report["final"]["cookies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "__Host-authgate_session")
+        .and_then(|c| c["value"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
 fn text(snapshot: &Value) -> String {
     snapshot["text"].as_str().unwrap_or("").to_string()
 }
@@ -454,14 +466,7 @@ fn identity_provider_failures_unverified_emails_and_cookie_key_rotation() {
 
     // A session sealed with key A still opens once B is added in front, and not once A is gone.
     let report = browser(Some("alice@example.com"), &["open", &app]);
-    let session = report["final"]["cookies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["name"] == "__Host-authgate_session")
-        .and_then(|c| c["value"].as_str())
-        .unwrap_or("")
-        .to_string();
+    let session = session_cookie(&report);
     let with_cookie = |stack: &Stack| {
         Req::get(format!("{}/app/x", stack.gateway))
             .header("accept", "application/json")
@@ -503,14 +508,7 @@ fn with_discovery_the_issuer_alone_is_enough() {
             .then_some(())
             .ok_or(format!("{report}")),
     );
-    let session = report["final"]["cookies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["name"] == "__Host-authgate_session")
-        .and_then(|c| c["value"].as_str())
-        .unwrap_or("")
-        .to_string();
+    let session = session_cookie(&report);
     let out = Req::post(format!("{}/auth/logout", stack.gateway))
         .header("origin", &stack.gateway)
         .header("cookie", &format!("__Host-authgate_session={session}"))
