@@ -61,6 +61,8 @@ pub(crate) mod raw {
         pub limits: Limits,
         pub role_hierarchy: Option<BTreeMap<String, Vec<String>>>,
         pub login: Option<crate::core::login::config::raw::Login>,
+        #[serde(default)]
+        pub protected_resources: Vec<crate::core::policy::resources::raw::Resource>,
     }
 
     #[derive(Deserialize, Default)]
@@ -112,6 +114,8 @@ pub struct Config {
     pub max_paused_requests: usize,
     /// Sign-in at the gateway (OpenID Connect), when configured.
     pub login: Option<Login>,
+    /// OAuth protected resources (RFC 9728): metadata documents and challenges.
+    pub resources: crate::core::policy::resources::Resources,
 }
 
 /// Paused requests per VM unless `limits.max_paused_requests` says otherwise: far above what
@@ -385,6 +389,7 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         enterprise,
         paths: Paths::compile(raw.paths),
         login,
+        resources: crate::core::policy::resources::Resources::compile(raw.protected_resources)?,
         max_paused_requests: match raw.limits.max_paused_requests {
             None => DEFAULT_MAX_PAUSED_REQUESTS,
             Some(n @ 1..=65_536) => n,

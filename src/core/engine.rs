@@ -194,6 +194,49 @@ pub fn decide(
     ctx: Context,
     effects: Effects<'_>,
 ) -> Decision {
+    let decision = decide_request(config, state, request, ctx, effects);
+    if config.resources.is_empty() {
+        return decision;
+    }
+    with_resource_challenge(config, request, decision)
+}
+
+/// On a request a protected resource covers, a 401 or an `insufficient_scope` 403 tells the
+/// client where the resource's metadata is and which scopes the rule needs (RFC 9728 §5.1).
+fn with_resource_challenge(config: &Config, request: &Request<'_>, decision: Decision) -> Decision {
+    let Step::Respond(reply) = &decision.step else {
+        return decision;
+    };
+    let insufficient = reply.status == 403 && reply.body.contains("\"insufficient_scope\"");
+    let Some(resource) = config
+        .resources
+        .covering(request.path())
+        .filter(|_| reply.status == 401 || insufficient)
+    else {
+        return decision;
+    };
+    let scopes = config
+        .rules
+        .iter()
+        .find(|rule| rule_matches(rule, request))
+        .map_or(&[][..], |rule| &rule.require_scopes[..]);
+    let Decision { step, log } = decision;
+    let Step::Respond(reply) = step else {
+        return Decision { step, log };
+    };
+    Decision {
+        step: Step::Respond(resource.challenge(reply, scopes)),
+        log,
+    }
+}
+
+fn decide_request(
+    config: &Config,
+    state: &mut State,
+    request: &Request<'_>,
+    ctx: Context,
+    effects: Effects<'_>,
+) -> Decision {
     let request_id = request.request_id();
     let metrics = effects.metrics;
     if let Err(reply) = normalise_path(config, request) {
@@ -207,6 +250,9 @@ pub fn decide(
     let path = request.path();
     if config.health_path.as_deref() == Some(path) {
         return respond(replies::health(), "health check".to_string());
+    }
+    if let Some(reply) = config.resources.metadata(request.method(), path) {
+        return respond(reply, format!("protected resource metadata {path}"));
     }
     if let Some(login) = &config.login {
         let discovered = state

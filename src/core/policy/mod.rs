@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod client_ip;
 mod glob;
 pub mod paths;
+pub mod resources;
 pub mod roles;
 pub mod rules;
 mod scopes;

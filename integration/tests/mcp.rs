@@ -1,0 +1,128 @@
+//! OAuth protected resources (RFC 9728) in real Envoy, as MCP clients discover how to
+//! authenticate: each `protected_resources` entry's metadata document (CORS-open, cacheable, the
+//! root form for a single entry) and the challenges on the requests it covers.
+
+use authgate_integration::expect::Checks;
+use authgate_integration::plugin::{corp_claims, local_provider};
+use authgate_integration::{FixtureKey, Gateway, Reply, Req, TokenBuilder};
+use serde_json::{json, Value};
+
+const METADATA: &str = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
+
+fn gateway() -> Gateway {
+    let plugin = json!({
+        "jwt_providers": {"corp": local_provider(&[FixtureKey::Rsa1])},
+        "rules": [
+            {"match": {"prefix": "/mcp"}, "requires_any": ["jwt:corp"], "require_scopes": ["mcp:tools"]},
+            {"match": {"prefix": "/"}, "requires_any": ["jwt:corp"]}
+        ],
+        "protected_resources": [{
+            "resource": "https://mcp.example.com/mcp", "match": {"prefix": "/mcp"},
+            "authorization_servers": ["https://idp.example.com/realms/corp"],
+            "scopes_supported": ["mcp:tools"], "resource_name": "Corp MCP"
+        }]
+    });
+    Gateway::start(&plugin, authgate_integration::jwks(&[]))
+}
+
+fn challenge(reply: &Reply) -> String {
+    reply.header("www-authenticate").unwrap_or("").to_string()
+}
+
+#[test]
+fn metadata_documents_and_challenges_point_clients_at_the_authorization_server() {
+    let gw = gateway();
+    let mut checks = Checks::new();
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let reply = Req::get(gw.url(path)).send();
+        let body: Value = reply.json().unwrap_or_default();
+        checks.check(
+            &format!("GET {path}: the RFC 9728 document, CORS-open, cacheable"),
+            (reply.status == 200
+                && body["resource"] == "https://mcp.example.com/mcp"
+                && body["authorization_servers"] == json!(["https://idp.example.com/realms/corp"])
+                && body["scopes_supported"] == json!(["mcp:tools"])
+                && body["bearer_methods_supported"] == json!(["header"])
+                && body["resource_name"] == "Corp MCP"
+                && reply.header("access-control-allow-origin") == Some("*")
+                && reply
+                    .header("cache-control")
+                    .is_some_and(|c| c.contains("max-age")))
+            .then_some(())
+            .ok_or(format!("{reply}")),
+        );
+    }
+    let preflight = Req::options(gw.url("/.well-known/oauth-protected-resource/mcp"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .send();
+    checks.check(
+        "a browser's preflight for the document: 204",
+        (preflight.status == 204)
+            .then_some(())
+            .ok_or(format!("{preflight}")),
+    );
+    checks.check(
+        "the document is answered by the filter, never the upstream",
+        (gw.upstream.requests() == 0)
+            .then_some(())
+            .ok_or("upstream saw it".to_string()),
+    );
+
+    let reply = Req::post(gw.url("/mcp")).body("{}").send();
+    checks.check(
+        "no token: 401 naming the metadata and the scopes the rule needs",
+        (reply.status == 401
+            && challenge(&reply)
+                == format!("Bearer resource_metadata=\"{METADATA}\", scope=\"mcp:tools\"")
+            && reply.header("access-control-expose-headers") == Some("WWW-Authenticate"))
+        .then_some(())
+        .ok_or(format!("{reply}")),
+    );
+    let reply = Req::post(gw.url("/mcp"))
+        .bearer("not.a.token")
+        .body("{}")
+        .send();
+    checks.check(
+        "a bad token: 401 invalid_token with the metadata",
+        (reply.status == 401
+            && challenge(&reply).starts_with("Bearer error=\"invalid_token\", resource_metadata=")
+            && challenge(&reply).contains(METADATA))
+        .then_some(())
+        .ok_or(format!("{reply}")),
+    );
+    let mut claims = corp_claims("alice");
+    claims["scope"] = json!("read");
+    let token = TokenBuilder::new(FixtureKey::Rsa1).claims(claims).sign();
+    let reply = Req::post(gw.url("/mcp")).bearer(&token).body("{}").send();
+    checks.check(
+        "a missing scope: 403 insufficient_scope with the scopes and the metadata",
+        (reply.status == 403
+            && challenge(&reply)
+                == format!(
+                    "Bearer error=\"insufficient_scope\", resource_metadata=\"{METADATA}\", scope=\"mcp:tools\""
+                ))
+        .then_some(())
+        .ok_or(format!("{reply}")),
+    );
+    let mut claims = corp_claims("alice");
+    claims["scope"] = json!("mcp:tools");
+    let token = TokenBuilder::new(FixtureKey::Rsa1).claims(claims).sign();
+    checks.check(
+        "the right scope: through",
+        authgate_integration::expect::allowed(
+            &Req::post(gw.url("/mcp")).bearer(&token).body("{}").send(),
+        ),
+    );
+    let reply = Req::get(gw.url("/elsewhere")).send();
+    checks.check(
+        "a request no entry covers keeps the plain challenge",
+        (reply.status == 401 && !challenge(&reply).contains("resource_metadata"))
+            .then_some(())
+            .ok_or(format!("{reply}")),
+    );
+    checks.finish();
+}
