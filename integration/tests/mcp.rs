@@ -126,3 +126,58 @@ fn metadata_documents_and_challenges_point_clients_at_the_authorization_server()
     );
     checks.finish();
 }
+
+#[test]
+fn require_audience_accepts_only_tokens_issued_for_the_resource() {
+    let plugin = json!({
+        "jwt_providers": {"corp": local_provider(&[FixtureKey::Rsa1])},
+        "rules": [{"match": {"prefix": "/"}, "requires_any": ["jwt:corp"]}],
+        "protected_resources": [{
+            "resource": "https://mcp.example.com/mcp", "match": {"prefix": "/mcp"},
+            "authorization_servers": ["https://idp.example.com/realms/corp"],
+            "require_audience": true
+        }]
+    });
+    let gw = Gateway::start(&plugin, authgate_integration::jwks(&[]));
+    let token_for = |aud: Value| {
+        let mut claims = corp_claims("alice");
+        claims["aud"] = aud;
+        TokenBuilder::new(FixtureKey::Rsa1).claims(claims).sign()
+    };
+    let for_resource = token_for(json!(["https://MCP.example.com:443/mcp"]));
+    let for_gateway = token_for(json!("gateway"));
+    let mut checks = Checks::new();
+    // Twice each: the second time the token comes from the cache and is judged the same.
+    for round in 1..=2 {
+        checks.check(
+            &format!("round {round}: a token for the resource is accepted there"),
+            authgate_integration::expect::allowed(
+                &Req::post(gw.url("/mcp"))
+                    .bearer(&for_resource)
+                    .body("{}")
+                    .send(),
+            ),
+        );
+        let reply = Req::post(gw.url("/mcp"))
+            .bearer(&for_gateway)
+            .body("{}")
+            .send();
+        checks.check(
+            &format!("round {round}: a token for another audience is 401 invalid_token there"),
+            (reply.status == 401 && challenge(&reply).contains("error=\"invalid_token\""))
+                .then_some(())
+                .ok_or(format!("{reply}")),
+        );
+        checks.check(
+            &format!("round {round}: elsewhere the provider's audiences still apply"),
+            (authgate_integration::expect::allowed(
+                &Req::get(gw.url("/api")).bearer(&for_gateway).send(),
+            )
+            .is_ok()
+                && Req::get(gw.url("/api")).bearer(&for_resource).send().status == 401)
+                .then_some(())
+                .ok_or("audiences mixed up".to_string()),
+        );
+    }
+    checks.finish();
+}

@@ -638,6 +638,28 @@ impl Run<'_, '_> {
         };
         match verdict {
             Ok(Verdict::Valid(identity)) => {
+                // The audience this request needs: a covered resource's (RFC 8707), else the
+                // provider's (checked here, not when verifying: the token cache serves both).
+                let resource = self
+                    .config
+                    .resources
+                    .covering(self.request.path())
+                    .filter(|r| r.require_audience);
+                let audience_ok = match resource {
+                    Some(resource) => resource.audience_matches(&identity.audiences),
+                    None => {
+                        provider.audiences.is_empty()
+                            || crate::core::jwt::names_audience(
+                                &identity.audiences,
+                                &provider.audiences,
+                            )
+                    }
+                };
+                if !audience_ok {
+                    return Outcome::Invalid(Failure::Jwt(JwtFailure::Invalid(
+                        JwtError::WrongAudience,
+                    )));
+                }
                 let strip = match candidate {
                     Candidate::Jwt { found, .. } if !provider.forward => Strip::of(found),
                     _ => None,

@@ -11,6 +11,8 @@ pub struct Identity {
     /// With a `role_hierarchy`: the roles and every role they include (what rules check);
     /// None without one. Identity headers keep the token's own roles.
     pub effective_roles: Option<Vec<String>>,
+    /// A JWT's `aud` (checked per request: the provider's audiences, or a protected resource's).
+    pub audiences: Vec<String>,
     /// For the authorization service: `sub` or the API key's id, the email, the issuer.
     pub subject: Option<String>,
     pub email: Option<String>,
@@ -57,6 +59,7 @@ impl Identity {
             scopes: scopes.to_vec(),
             roles: Vec::new(),
             effective_roles: None,
+            audiences: Vec::new(),
             subject: Some(id.to_string()),
             email: None,
             issuer: None,

@@ -74,7 +74,8 @@ pub fn verify(
         keys.want_refetch();
         return Ok(Verdict::WaitForKeys("unknown kid, refetching keys"));
     }
-    let verified = jwt::verify(inspected, provider, &key_set, now_s(check.now_ms))
+    // The audience depends on the request, not the token: checked on every request (engine).
+    let verified = jwt::verify_any_audience(inspected, provider, &key_set, now_s(check.now_ms))
         .map_err(JwtFailure::Invalid)?;
     let leeway = i64::try_from(provider.clock_skew_s).unwrap_or(i64::MAX);
     let expires_after = verified.expires_at.map(|exp| exp.saturating_add(leeway));

@@ -101,11 +101,21 @@ impl Identity {
             .role_hierarchy
             .as_ref()
             .map(|hierarchy| hierarchy.effective(&roles));
+        let audiences = match claims_map.get("aud") {
+            Some(Value::String(aud)) => vec![aud.clone()],
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
         Identity {
             headers: Rc::new(headers),
             scopes,
             roles,
             effective_roles,
+            audiences,
             subject,
             email,
             issuer: Some(provider.issuer.clone()),

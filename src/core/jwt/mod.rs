@@ -17,4 +17,7 @@ mod token;
 pub mod token_cache;
 
 pub use claims::lookup as claims_lookup;
-pub use token::{inspect, verify, verify_id_token, Inspected, JwtError, Verified, MAX_TOKEN_BYTES};
+pub use token::{
+    inspect, names_audience, verify, verify_any_audience, verify_id_token, Inspected, JwtError,
+    Verified, MAX_TOKEN_BYTES,
+};

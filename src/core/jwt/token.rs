@@ -188,6 +188,23 @@ pub fn verify(
     verify_for(inspected, provider, keys, now_s, &provider.audiences)
 }
 
+/// Verifies like [`verify`] but leaves `aud` to the caller: which audience a token must name
+/// depends on the request (a protected resource's `require_audience`, else the provider's
+/// `audiences`), and a verified token is cached for every request that carries it.
+pub fn verify_any_audience(
+    inspected: Inspected<'_>,
+    provider: &Provider,
+    keys: &KeySet,
+    now_s: i64,
+) -> Result<Verified, JwtError> {
+    verify_for(inspected, provider, keys, now_s, &[])
+}
+
+/// Whether a token's `aud` claim (a string or an array) names one of `audiences`.
+pub fn names_audience(aud: &[String], audiences: &[String]) -> bool {
+    aud.iter().any(|a| audiences.contains(a))
+}
+
 /// An OpenID Connect ID token from `provider`: verified like an access token, except that its
 /// `aud` must contain `client_id` (the provider's `audiences` are for access tokens) and it
 /// must expire.

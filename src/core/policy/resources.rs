@@ -85,12 +85,6 @@ impl Resources {
                     return Err(ConfigError::new(at("match"), "must start with '/'"));
                 }
             }
-            if entry.require_audience {
-                return Err(ConfigError::new(
-                    at("require_audience"),
-                    "not supported yet: the token's audience is checked against the provider's audiences",
-                ));
-            }
             if entry.authorization_servers.is_empty()
                 || entry
                     .authorization_servers
