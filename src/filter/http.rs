@@ -11,7 +11,7 @@ use crate::core::replies;
 use crate::core::replies::body_scan::BodyFacts;
 use crate::filter::authz_call::Owner;
 use crate::filter::host;
-use crate::filter::vm::Vm;
+use crate::filter::vm::{BodyProgress, Vm};
 
 pub struct AuthHttp {
     /// None when the configuration failed to load: every request is refused.
@@ -122,12 +122,8 @@ impl HttpContext for AuthHttp {
         let Some(vm) = self.vm.as_ref().filter(|_| self.paused) else {
             return Action::Continue;
         };
-        let replied = vm.body_progress(self.context_id, body_size, end_of_stream);
-        if replied || vm.is_paused(self.context_id) {
-            Action::Pause
-        } else {
-            Action::Continue
-        }
+        let progress = vm.body_progress(self.context_id, body_size, end_of_stream);
+        self.after_body(vm, progress)
     }
 
     /// Exported for `enterprise.cache.evict_on_upstream` only (exports are fixed per binary):
@@ -145,16 +141,23 @@ impl HttpContext for AuthHttp {
         let Some(vm) = self.vm.as_ref().filter(|_| self.paused) else {
             return Action::Continue;
         };
-        let replied = vm.body_finished(self.context_id);
-        if replied || vm.is_paused(self.context_id) {
-            Action::Pause
-        } else {
-            Action::Continue
-        }
+        let progress = vm.body_finished(self.context_id);
+        self.after_body(vm, progress)
     }
 }
 
 impl AuthHttp {
+    /// A paused request's body never moves on while it waits, except an emptied chunk of a
+    /// request whose session reply is due (the companion holds it).
+    fn after_body(&self, vm: &Vm, progress: BodyProgress) -> Action {
+        match progress {
+            BodyProgress::Replied => Action::Pause,
+            BodyProgress::Consumed => Action::Continue,
+            BodyProgress::Kept if vm.is_paused(self.context_id) => Action::Pause,
+            BodyProgress::Kept => Action::Continue,
+        }
+    }
+
     /// Pauses the request; a request without a body has all of it already.
     fn pause(&mut self, vm: &Vm, end_of_stream: bool) -> Action {
         self.paused = true;

@@ -70,6 +70,18 @@ enum SignInCall {
     Renew(Box<Renewal>),
 }
 
+/// What a body callback came to for a paused request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyProgress {
+    /// The session reply went.
+    Replied,
+    /// The chunk was scanned and emptied: it may move on (empty) to the companion, which holds
+    /// the request. Buffering it here instead would keep growing Envoy's buffer for this filter.
+    Consumed,
+    /// Nothing was done with the body (no reply is due: the request may still go upstream).
+    Kept,
+}
+
 /// Decisions for paused requests, by context id, for the caller to deliver.
 pub type Deliveries = Vec<(u32, Decision)>;
 
@@ -724,7 +736,7 @@ impl Vm {
 
     /// Body progress of a paused request (its own callback): sends a reply that waited for it,
     /// and says whether it did.
-    pub fn body_progress(&self, context_id: u32, size: usize, complete: bool) -> bool {
+    pub fn body_progress(&self, context_id: u32, size: usize, complete: bool) -> BodyProgress {
         if let Ok(mut bodies) = self.bodies.try_borrow_mut() {
             bodies.arrived(context_id, size, complete);
         }
@@ -732,7 +744,7 @@ impl Vm {
     }
 
     /// The request's trailers came while it was paused: its body is complete.
-    pub fn body_finished(&self, context_id: u32) -> bool {
+    pub fn body_finished(&self, context_id: u32) -> BodyProgress {
         if let Ok(mut bodies) = self.bodies.try_borrow_mut() {
             bodies.finished(context_id);
         }
@@ -741,10 +753,10 @@ impl Vm {
 
     /// For a request whose session reply is due: scans what its body buffered and drops it,
     /// then sends the reply if the body has ended. Says whether it sent it.
-    fn send_if_ready(&self, context_id: u32) -> bool {
+    fn send_if_ready(&self, context_id: u32) -> BodyProgress {
         let consume = match self.bodies.try_borrow() {
             Ok(bodies) => bodies.consume(context_id),
-            Err(_) => return false,
+            Err(_) => return BodyProgress::Kept,
         };
         let scanned = match consume {
             Consume::Keep => None,
@@ -763,12 +775,13 @@ impl Vm {
             }
             Err(_) => None,
         };
-        match ready {
-            Some((reply, facts)) => {
+        match (ready, consume) {
+            (Some((reply, facts)), _) => {
                 host::send_reply(&reply.build(&facts));
-                true
+                BodyProgress::Replied
             }
-            None => false,
+            (None, Consume::Keep) => BodyProgress::Kept,
+            (None, _) => BodyProgress::Consumed,
         }
     }
 
@@ -782,7 +795,7 @@ impl Vm {
             Ok(mut bodies) => bodies.offer(context_id, reply),
             Err(_) => return false,
         }
-        if self.send_if_ready(context_id) {
+        if self.send_if_ready(context_id) == BodyProgress::Replied {
             return false;
         }
         // Only a companion that registered in this VM can hold the request; even so, the marked
