@@ -445,3 +445,28 @@ fn login_check_tries_the_sign_in_setup_against_the_identity_provider() {
     );
     checks.finish();
 }
+
+#[test]
+fn explain_shows_a_protected_resources_challenge() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut plugin = corp_config(local_provider(&[FixtureKey::Rsa1]));
+    plugin["rules"] = json!([{"match": {"prefix": "/mcp"}, "requires_any": ["jwt:corp"],
+                              "require_scopes": ["mcp:tools"]}]);
+    plugin["protected_resources"] = json!([{
+        "resource": "https://mcp.example.com/mcp", "match": {"prefix": "/mcp"},
+        "authorization_servers": ["https://idp.example.com/realms/corp"]}]);
+    let config = write(&dir, "config.json", &plugin);
+    let token = TokenBuilder::new(FixtureKey::Rsa1)
+        .claims(corp_claims("alice"))
+        .sign();
+    let mut checks = Checks::new();
+    checks.check(
+        "a missing scope on an MCP route: the challenge a client would read",
+        expect(
+            &doctor(&["explain", &token, "--config", &config, "--path", "/mcp"], None),
+            1,
+            &["WWW-Authenticate: Bearer error=\"insufficient_scope\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:tools\""],
+        ),
+    );
+    checks.finish();
+}

@@ -199,6 +199,12 @@ fn decide(config: &Config, state: &mut State, token: &str, args: &[String], now_
         }
         Step::Respond(reply) => {
             println!("✗ answered {}: {}", reply.status, reply.body);
+            // The challenge tells a client (an MCP client among them) where to get a token.
+            for (name, value) in &reply.headers {
+                if name == "www-authenticate" {
+                    println!("  WWW-Authenticate: {value}");
+                }
+            }
             Outcome::NotFine
         }
         Step::SessionReply(reply) => {
