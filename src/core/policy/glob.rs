@@ -26,13 +26,13 @@ impl HostGlob {
         })
     }
 
-    /// Matches a `:authority`/`host` value; any `:port` suffix and trailing dot are ignored
-    /// (`API.example.com.:443` is `api.example.com`).
     /// The pattern as configured (lower case, no trailing dot).
     pub fn pattern(&self) -> String {
         String::from_utf8_lossy(&self.pattern).into_owned()
     }
 
+    /// Matches a `:authority`/`host` value; any `:port` suffix and trailing dot are ignored
+    /// (`API.example.com.:443` is `api.example.com`).
     pub fn matches(&self, authority: &str) -> bool {
         self.matches_host(&host_of(authority))
     }
@@ -40,6 +40,27 @@ impl HostGlob {
     /// Matches a host already in the form [`host_of`] gives.
     pub fn matches_host(&self, host: &str) -> bool {
         glob_match(&self.pattern, host.as_bytes())
+    }
+}
+
+/// A name pattern such as `deploy_*` (MCP tool names): case-sensitive, `*` as for hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameGlob {
+    pattern: Vec<u8>,
+}
+
+impl NameGlob {
+    pub fn new(pattern: &str) -> Result<NameGlob, String> {
+        if pattern.is_empty() || pattern.chars().any(char::is_control) {
+            return Err(format!("{pattern:?} is not a name pattern"));
+        }
+        Ok(NameGlob {
+            pattern: pattern.as_bytes().to_vec(),
+        })
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        glob_match(&self.pattern, name.as_bytes())
     }
 }
 

@@ -5,11 +5,12 @@
 pub mod backoff;
 pub mod client_ip;
 mod glob;
+pub mod mcp;
 pub mod paths;
 pub mod resources;
 pub mod roles;
 pub mod rules;
 mod scopes;
 
-pub use glob::HostGlob;
+pub use glob::{HostGlob, NameGlob};
 pub use scopes::{check, PolicyDenial};

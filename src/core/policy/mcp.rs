@@ -1,0 +1,221 @@
+//! MCP requests as rules see them: the JSON-RPC call(s) in a request body (a batch holds at most
+//! 32), the `Mcp-Method`/`Mcp-Name` headers that must agree with the body (a name may arrive
+//! wrapped as `=?base64?…?=`), and `match.mcp` (methods, and tool names as globs). A request is
+//! never judged on its headers alone. Not wired to requests yet: the next step reads the body
+//! through the companion.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::core::policy::NameGlob;
+use crate::core::replies::Reply;
+
+/// The most calls a batch may hold.
+pub const MAX_BATCH: usize = 32;
+
+/// One JSON-RPC call: its method and, for the methods that name a tool, prompt or resource,
+/// that name (`params.name`, else `params.uri`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub method: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum McpError {
+    NotJsonRpc(&'static str),
+    BatchTooLarge,
+    /// The headers say one thing and the body another.
+    Mismatch(&'static str),
+}
+
+impl McpError {
+    fn message(&self) -> &'static str {
+        match self {
+            McpError::NotJsonRpc(why) | McpError::Mismatch(why) => why,
+            McpError::BatchTooLarge => "a batch holds at most 32 calls",
+        }
+    }
+
+    /// A JSON-RPC-shaped 400 (error code -32600, invalid request).
+    pub fn reply(&self) -> Reply {
+        Reply {
+            status: 400,
+            headers: vec![("content-type".to_string(), "application/json".to_string())],
+            body: json!({"jsonrpc": "2.0", "id": null,
+                         "error": {"code": -32600, "message": self.message()}})
+            .to_string(),
+        }
+    }
+}
+
+/// The calls in a request body: one object, or a batch (an array of 1 to 32).
+pub fn calls(body: &[u8]) -> Result<Vec<Call>, McpError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|_| McpError::NotJsonRpc("the body is not JSON"))?;
+    let items = match value {
+        Value::Array(items) if items.is_empty() => {
+            return Err(McpError::NotJsonRpc("an empty batch"))
+        }
+        Value::Array(items) if items.len() > MAX_BATCH => return Err(McpError::BatchTooLarge),
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    items
+        .iter()
+        .map(|item| {
+            let method = item
+                .get("method")
+                .and_then(Value::as_str)
+                .ok_or(McpError::NotJsonRpc("a JSON-RPC call needs a method"))?;
+            let params = item.get("params");
+            let name = params
+                .and_then(|p| p.get("name").or_else(|| p.get("uri")))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            Ok(Call {
+                method: method.to_string(),
+                name,
+            })
+        })
+        .collect()
+}
+
+/// An `Mcp-Name` value as sent: plain, or `=?base64?<base64 of UTF-8>?=`.
+pub fn header_name(value: &str) -> Option<String> {
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|rest| rest.strip_suffix("?="))
+    {
+        Some(encoded) => STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok()),
+        None => Some(value.to_string()),
+    }
+}
+
+/// The headers, where sent, must say what the body says: a single call's method and name.
+/// Clients that send none are judged on the body alone.
+pub fn check_headers(
+    calls: &[Call],
+    method: Option<&str>,
+    name: Option<&str>,
+) -> Result<(), McpError> {
+    if method.is_none() && name.is_none() {
+        return Ok(());
+    }
+    let [call] = calls else {
+        return Err(McpError::Mismatch(
+            "Mcp-Method and Mcp-Name name one call, not a batch",
+        ));
+    };
+    if method.is_some_and(|m| m != call.method) {
+        return Err(McpError::Mismatch(
+            "Mcp-Method does not match the body's method",
+        ));
+    }
+    if let Some(name) = name {
+        let decoded = header_name(name).ok_or(McpError::Mismatch("Mcp-Name is not valid"))?;
+        if call.name.as_deref() != Some(decoded.as_str()) {
+            return Err(McpError::Mismatch(
+                "Mcp-Name does not match the body's name",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A rule's `match.mcp`: methods (exact), and names as globs (any name when none listed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpMatch {
+    pub methods: Vec<String>,
+    pub names: Vec<NameGlob>,
+}
+
+impl McpMatch {
+    pub fn matches(&self, call: &Call) -> bool {
+        (self.methods.is_empty() || self.methods.contains(&call.method))
+            && (self.names.is_empty()
+                || call
+                    .name
+                    .as_deref()
+                    .is_some_and(|name| self.names.iter().any(|glob| glob.matches(name))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools_call(name: &str) -> Value {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": name, "arguments": {}}})
+    }
+
+    #[test]
+    fn calls_headers_and_matches() {
+        let one = calls(tools_call("deploy_prod").to_string().as_bytes()).unwrap();
+        assert_eq!(
+            one,
+            vec![Call {
+                method: "tools/call".into(),
+                name: Some("deploy_prod".into())
+            }]
+        );
+        let batch = json!([tools_call("a"), {"jsonrpc": "2.0", "method": "tools/list", "id": 2}]);
+        assert_eq!(calls(batch.to_string().as_bytes()).unwrap().len(), 2);
+        let too_many: Vec<Value> = (0..33).map(|i| tools_call(&format!("t{i}"))).collect();
+        assert_eq!(
+            calls(json!(too_many).to_string().as_bytes()),
+            Err(McpError::BatchTooLarge)
+        );
+        assert!(calls(b"[]").is_err() && calls(b"{").is_err() && calls(br#"{"id": 1}"#).is_err());
+
+        assert_eq!(check_headers(&one, None, None), Ok(()));
+        assert_eq!(
+            check_headers(&one, Some("tools/call"), Some("deploy_prod")),
+            Ok(())
+        );
+        let wrapped = format!("=?base64?{}?=", STANDARD.encode("deploy_prod"));
+        assert_eq!(
+            check_headers(&one, Some("tools/call"), Some(&wrapped)),
+            Ok(())
+        );
+        assert!(check_headers(&one, Some("tools/list"), None).is_err());
+        assert!(check_headers(&one, Some("tools/call"), Some("read_docs")).is_err());
+        assert!(check_headers(&one, None, Some("=?base64?%%?=")).is_err());
+        let batch = calls(
+            json!([tools_call("a"), tools_call("b")])
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        assert!(check_headers(&batch, Some("tools/call"), None).is_err());
+
+        let deploy = McpMatch {
+            methods: vec!["tools/call".into()],
+            names: vec![NameGlob::new("deploy_*").unwrap()],
+        };
+        assert!(deploy.matches(&one[0]));
+        assert!(!deploy.matches(&Call {
+            method: "tools/call".into(),
+            name: Some("read".into())
+        }));
+        assert!(!deploy.matches(&Call {
+            method: "tools/list".into(),
+            name: None
+        }));
+        assert!(!deploy.matches(&Call {
+            method: "tools/call".into(),
+            name: Some("deploy_".into())
+        }));
+        let reply = McpError::Mismatch("x").reply();
+        let body: Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(
+            (reply.status, body["error"]["code"].clone()),
+            (400, json!(-32600))
+        );
+    }
+}
