@@ -648,6 +648,24 @@ impl AuthzService {
         self.pool.port()
     }
 
+    /// What a gateway sends once alice@example.com, the token's owner, signed in and confirmed
+    /// (`POST /api/sessions/renew` with `gateway_key`): the only way a session is renewed.
+    pub fn renew_as_gateway(
+        &self,
+        gateway_key: &str,
+        token_sha256: &str,
+        ticket_id: &str,
+    ) -> crate::client::Reply {
+        crate::client::Req::post(self.url("/api/sessions/renew"))
+            .header("x-authgate-gateway-key", gateway_key)
+            .json(
+                &json!({"token_sha256": token_sha256, "ticket_id": ticket_id,
+                          "user_email": "alice@example.com", "email_verified": true,
+                          "subject": {"id": "alice", "issuer": "https://idp.example.com"}}),
+            )
+            .send()
+    }
+
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port())

@@ -488,12 +488,9 @@ fn the_whole_flow(first: Agent, variants: &[Agent]) {
 
     // The owner signs in again: here, the renewal a gateway asks for once the owner signed in
     // (the browser sign-in that leads to it is in sign_in.rs).
-    let renewal = Req::post(stack.service.url("/api/sessions/renew"))
-        .header("x-authgate-gateway-key", GATEWAY_KEY)
-        .json(&json!({"token_sha256": sha, "ticket_id": "ticket-1",
-                      "user_email": "alice@example.com", "email_verified": true,
-                      "subject": {"id": "alice", "issuer": "https://idp.example.com"}}))
-        .send();
+    let renewal = stack
+        .service
+        .renew_as_gateway(GATEWAY_KEY, &sha, "ticket-1");
     checks.check(
         "the session is renewed for its owner",
         (renewal.status == 200 && renewal.json().is_some_and(|b| b["renewed"] == true))

@@ -66,19 +66,6 @@ fn with_gateway_key() -> AuthzOptions {
     }
 }
 
-/// What a gateway sends once the token's owner signed in and confirmed: the only way a session
-/// is renewed.
-fn renew_as_gateway(service: &AuthzService, token_sha256: &str, ticket_id: &str) -> Reply {
-    Req::post(service.url("/api/sessions/renew"))
-        .header("x-authgate-gateway-key", GATEWAY_KEY)
-        .json(
-            &json!({"token_sha256": token_sha256, "ticket_id": ticket_id,
-                      "user_email": "alice@example.com", "email_verified": true,
-                      "subject": {"id": "alice", "issuer": "https://idp.example.com"}}),
-        )
-        .send()
-}
-
 fn renewed(reply: &Reply) -> expect::Check {
     (reply.status == 200 && reply.json().is_some_and(|b| b["renewed"] == true))
         .then_some(())
@@ -135,7 +122,7 @@ fn agent_token_session_lapses_and_a_signed_in_renewal_restores_the_same_token() 
 
     checks.check(
         "the gateway renews the session after the owner signed in",
-        renewed(&renew_as_gateway(&service, &sha, "ticket-1")),
+        renewed(&service.renew_as_gateway(GATEWAY_KEY, &sha, "ticket-1")),
     );
     std::thread::sleep(TTL);
     checks.check(
@@ -392,7 +379,7 @@ fn an_expired_answer_carries_no_reauth_url_and_there_is_no_reauth_page() {
     );
     checks.check(
         "only a gateway's renewal, after the owner signed in, does",
-        renewed(&renew_as_gateway(&service, &sha, "ticket-1")).and_then(|()| {
+        renewed(&service.renew_as_gateway(GATEWAY_KEY, &sha, "ticket-1")).and_then(|()| {
             let answer = authorize_agent(&service, &sha);
             (answer["authorized"] == true && answer["session"]["status"] == "active")
                 .then_some(())

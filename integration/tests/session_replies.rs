@@ -151,12 +151,7 @@ fn agents_see_the_reauth_url_and_a_renewed_session_works_with_the_same_token() {
     );
 
     // The owner signs in again (here: the gateway's renewal call that follows a sign-in).
-    let renewal = Req::post(service.url("/api/sessions/renew"))
-        .header("x-authgate-gateway-key", GATEWAY_KEY)
-        .json(&json!({"token_sha256": sha, "ticket_id": "ticket-1",
-                      "user_email": "alice@example.com", "email_verified": true,
-                      "subject": {"id": "alice", "issuer": "https://idp.example.com"}}))
-        .send();
+    let renewal = service.renew_as_gateway(GATEWAY_KEY, &sha, "ticket-1");
     checks.check(
         "the session is renewed for its owner",
         (renewal.status == 200 && renewal.json().is_some_and(|b| b["renewed"] == true))
