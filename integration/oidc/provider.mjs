@@ -11,7 +11,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const { values: args } = parseArgs({
   options: {
@@ -85,6 +85,26 @@ function makeJwk() {
 
 const SCOPES = ['openid', 'email', 'profile', 'offline_access'];
 
+// ---------------------------------------------------------------- MCP / OAuth resource servers
+// Optional config "mcp": {"resources": [...], "scopes": [...], "registration": true,
+//   "default_resource": null, "access_token_ttl": 3600}. See README.md.
+const mcp = cfg.mcp ? {
+  resources: cfg.mcp.resources || [],
+  scopes: cfg.mcp.scopes || [],
+  registration: cfg.mcp.registration !== false,
+  defaultResource: cfg.mcp.default_resource || undefined,
+  accessTokenTTL: cfg.mcp.access_token_ttl || undefined,
+} : null;
+if (mcp) {
+  const bad = mcp.resources.filter((r) => { try { return new URL(r).hash !== ''; } catch { return true; } });
+  if (bad.length) { console.error('mcp.resources must be absolute URLs without fragment:', bad); process.exit(2); }
+  if (mcp.defaultResource && !mcp.resources.includes(mcp.defaultResource)) {
+    console.error('mcp.default_resource must be one of mcp.resources'); process.exit(2);
+  }
+}
+// all scope values the OP accepts (client "scope" metadata at /reg is checked against this)
+const ALL_SCOPES = [...SCOPES, ...(mcp ? mcp.scopes.filter((s) => !SCOPES.includes(s)) : [])];
+
 function makeProvider(issuer) {
   const clients = (cfg.clients || []).map((c) => ({
     grant_types: ['authorization_code'],
@@ -112,15 +132,40 @@ function makeProvider(issuer) {
       email: ['email', 'email_verified'],
       profile: ['name'],
     },
-    scopes: SCOPES,
+    scopes: ALL_SCOPES,
     conformIdTokenClaims: false, // put scope-derived claims (email, name) in the ID token
     pkce: { required: () => true }, // S256 is the only method oidc-provider v9 supports
     responseTypes: ['code'],
-    clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    // 'none' (public clients, PKCE) only when the mcp block is configured
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post', ...(mcp ? ['none'] : [])],
     enabledJWA: { idTokenSigningAlgValues: ['RS256'] },
     ttl,
     features: {
       devInteractions: { enabled: false },
+      // RFC 7591 open dynamic client registration at /reg (no initial access token)
+      registration: { enabled: !!(mcp && mcp.registration), initialAccessToken: false },
+      // RFC 8707: resource=<configured resource> -> JWT access token with aud=resource
+      resourceIndicators: {
+        enabled: true,
+        async defaultResource(ctx, client, oneOf) {
+          if (oneOf) return oneOf;
+          return mcp?.defaultResource;
+        },
+        // token request without resource= reuses the resource of the authorization request
+        async useGrantedResource() { return true; },
+        async getResourceServerInfo(ctx, resourceIndicator) {
+          if (!mcp || !mcp.resources.includes(resourceIndicator)) {
+            throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
+          }
+          return {
+            scope: mcp.scopes.join(' '),
+            audience: resourceIndicator,
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: mcp.accessTokenTTL || ttl.AccessToken,
+            jwt: { sign: { alg: 'RS256' } },
+          };
+        },
+      },
       rpInitiatedLogout: {
         enabled: true,
         async logoutSource(ctx, form) {
@@ -139,8 +184,9 @@ ${logoutConfirm ? '' : '<script>document.getElementById("logout-yes").click();</
       },
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
-    // Auto-consent: every client from the config is first-party, so grant all
-    // requested scopes/claims and never show a consent page.
+    // Auto-consent: every client (from the config or registered at /reg) is treated as
+    // first-party: grant all requested scopes/claims (and resource-server scopes for the
+    // requested resource indicators) and never show a consent page.
     async loadExistingGrant(ctx) {
       const { oidc } = ctx;
       const grantId = oidc.result?.consent?.grantId || oidc.session.grantIdFor(oidc.client.clientId);
@@ -148,8 +194,13 @@ ${logoutConfirm ? '' : '<script>document.getElementById("logout-yes").click();</
       if (!grant) {
         grant = new oidc.provider.Grant({ clientId: oidc.client.clientId, accountId: oidc.account.accountId });
       }
-      const requested = String(oidc.params.scope || 'openid').split(' ').filter((s) => SCOPES.includes(s));
+      const requested = String(oidc.params.scope || 'openid').split(' ').filter((s) => ALL_SCOPES.includes(s));
       grant.addOIDCScope(requested.join(' '));
+      // resource-server scopes (RFC 8707): grant every requested scope the resource offers
+      for (const [indicator, rs] of Object.entries(oidc.resourceServers || {})) {
+        const rsScopes = requested.filter((s) => rs.scopes.has(s));
+        if (rsScopes.length) grant.addResourceScope(indicator, rsScopes.join(' '));
+      }
       if (oidc.params.claims) {
         try {
           const c = JSON.parse(oidc.params.claims);
@@ -159,12 +210,21 @@ ${logoutConfirm ? '' : '<script>document.getElementById("logout-yes").click();</
       await grant.save();
       return grant;
     },
+    // MCP clients register grant_types [authorization_code, refresh_token] but rarely ask for
+    // offline_access: with the mcp block, issue a refresh token whenever the client may use one.
+    async issueRefreshToken(ctx, client, code) {
+      if (!client.grantTypeAllowed('refresh_token')) return false;
+      return code.scopes.has('offline_access') || !!mcp;
+    },
     async renderError(ctx, out) {
       ctx.type = 'html';
       ctx.body = page('Error', `<h1 id="title">Error</h1><p id="error">${esc(out.error)}</p><p id="error-description">${esc(out.error_description)}</p>`);
     },
   });
   provider.on('server_error', (ctx, err) => log('server_error', err));
+  provider.on('registration_create.success', (ctx, client) => log('registered client', client.clientId,
+    client.tokenEndpointAuthMethod, JSON.stringify(client.redirectUris)));
+  provider.on('registration_create.error', (ctx, err) => log('registration_create.error', err.message, err.error_description || ''));
   provider.on('grant.error', (ctx, err) => log('grant.error', err.message, err.error_description || ''));
   provider.on('authorization.error', (ctx, err) => log('authorization.error', err.message, err.error_description || ''));
   provider.on('end_session.error', (ctx, err) => log('end_session.error', err.message, err.error_description || ''));
