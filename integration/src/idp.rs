@@ -24,18 +24,31 @@ pub struct Idp {
 impl Idp {
     /// Starts the IdP with its files in `dir`; `gateway` is the gateway's origin.
     pub fn start(dir: &Path, gateway: &str) -> Idp {
+        Idp::start_with(
+            dir,
+            json!({
+                "clients": [{"client_id": "authgate", "client_secret": "authgate-secret",
+                             "redirect_uris": [format!("{gateway}/auth/callback")],
+                             "post_logout_redirect_uris": [format!("{gateway}/")],
+                             "token_endpoint_auth_method": "client_secret_basic"}],
+                "accounts": accounts()
+            }),
+        )
+    }
+
+    /// An authorization server for MCP clients: open dynamic client registration, resource
+    /// indicators for `resources`, JWT access tokens carrying `scopes` (integration/oidc
+    /// README, "MCP / OAuth 2.1 mode").
+    pub fn start_for_mcp(dir: &Path, resources: &[String], scopes: &[&str]) -> Idp {
+        Idp::start_with(
+            dir,
+            json!({"clients": [], "accounts": accounts(),
+                   "mcp": {"resources": resources, "scopes": scopes}}),
+        )
+    }
+
+    fn start_with(dir: &Path, op: serde_json::Value) -> Idp {
         let config = dir.join("op.json");
-        let account = |sub: &str, verified: bool| {
-            json!({"sub": sub, "email": format!("{sub}@example.com"), "email_verified": verified,
-                   "name": sub, "password": format!("{sub}-pw")})
-        };
-        let op = json!({
-            "clients": [{"client_id": "authgate", "client_secret": "authgate-secret",
-                         "redirect_uris": [format!("{gateway}/auth/callback")],
-                         "post_logout_redirect_uris": [format!("{gateway}/")],
-                         "token_endpoint_auth_method": "client_secret_basic"}],
-            "accounts": [account("alice", true), account("carol", true), account("bob", false)]
-        });
         std::fs::write(&config, op.to_string()).unwrap_or_else(|e| panic!("op.json: {e}"));
         let port_file = dir.join("op.port");
         let child = Command::new("node")
@@ -75,4 +88,17 @@ impl Drop for Idp {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// alice and carol with verified emails, bob without; password `<sub>-pw`.
+fn accounts() -> serde_json::Value {
+    let account = |sub: &str, verified: bool| {
+        json!({"sub": sub, "email": format!("{sub}@example.com"), "email_verified": verified,
+               "name": sub, "password": format!("{sub}-pw")})
+    };
+    json!([
+        account("alice", true),
+        account("carol", true),
+        account("bob", false)
+    ])
 }

@@ -181,3 +181,85 @@ fn require_audience_accepts_only_tokens_issued_for_the_resource() {
     }
     checks.finish();
 }
+
+/// The official MCP Python SDK on both sides: its server behind Envoy + authgate, its client
+/// with the OAuth client provider against a real authorization server (oidc-provider with
+/// dynamic client registration, resource indicators and JWT access tokens).
+#[test]
+fn an_mcp_client_discovers_registers_signs_in_and_calls_tools_through_the_gateway() {
+    use authgate_integration::envoy::free_port;
+    use authgate_integration::idp::{Idp, IDP_HOST};
+    use authgate_integration::{repo_root, Envoy, EnvoyConfig};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let port = free_port();
+    let resource = format!("http://127.0.0.1:{port}/mcp");
+    let idp = Idp::start_for_mcp(
+        dir.path(),
+        &[resource.clone()],
+        &["mcp:tools", "mcp:deploy"],
+    );
+    let python = repo_root().join(".venv/bin/python");
+    let mcp_port = free_port();
+    let mut server = Command::new(&python)
+        .arg(repo_root().join("integration/sdk/mcp_server.py"))
+        .args(["--port", &mcp_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting the MCP server (make setup installs mcp): {e}"));
+    let issuer = &idp.issuer;
+    let plugin = json!({
+        "jwt_providers": {"idp": {"issuer": issuer,
+            "remote_jwks": {"cluster": "idp", "uri": format!("{issuer}/jwks")}}},
+        "rules": [{"match": {"prefix": "/mcp"}, "requires_any": ["jwt:idp"],
+                   "require_scopes": ["mcp:tools"]}],
+        "protected_resources": [{"resource": resource, "match": {"prefix": "/mcp"},
+                                 "authorization_servers": [issuer],
+                                 "scopes_supported": ["mcp:tools", "mcp:deploy"],
+                                 "require_audience": true}]
+    });
+    let config = EnvoyConfig::new(&plugin, mcp_port)
+        .cluster_at("idp", IDP_HOST, idp.port)
+        .listener_port(port);
+    let envoy = Envoy::start(&config).unwrap_or_else(|e| panic!("starting envoy: {e}"));
+    // The MCP server takes a moment to listen.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let output = Command::new(&python)
+        .arg(repo_root().join("integration/sdk/mcp_client.py"))
+        .args([
+            "--url",
+            &resource,
+            "--login",
+            "alice@example.com",
+            "--password",
+            "alice-pw",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("running the MCP client: {e}"));
+    let _ = server.kill();
+    let _ = server.wait();
+    let shown: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    let mut checks = Checks::new();
+    checks.check(
+        "the SDK client found its way (401 → metadata → registration → sign-in → token for the \
+         resource) and listed and called tools through the gateway",
+        (shown["tools"] == json!(["deploy_prod", "read_docs"])
+            && shown["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("docs about x")))
+        .then_some(())
+        .ok_or(format!(
+            "{shown}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .rev()
+                .take(25)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )),
+    );
+    drop(envoy);
+    checks.finish();
+}
