@@ -197,7 +197,7 @@ fn an_mcp_client_discovers_registers_signs_in_and_calls_tools_through_the_gatewa
     let resource = format!("http://127.0.0.1:{port}/mcp");
     let idp = Idp::start_for_mcp(
         dir.path(),
-        &[resource.clone()],
+        std::slice::from_ref(&resource),
         &["mcp:tools", "mcp:deploy"],
     );
     let python = repo_root().join(".venv/bin/python");
