@@ -50,35 +50,48 @@ impl Idp {
     fn start_with(dir: &Path, op: serde_json::Value) -> Idp {
         let config = dir.join("op.json");
         std::fs::write(&config, op.to_string()).unwrap_or_else(|e| panic!("op.json: {e}"));
+        // One retry: under a loaded CI machine a start was once seen to stall without a word.
+        match Idp::spawn(dir, &config) {
+            Ok(idp) => idp,
+            Err(first) => Idp::spawn(dir, &config)
+                .unwrap_or_else(|second| panic!("the OpenID Provider did not start: {first}; then: {second}")),
+        }
+    }
+
+    fn spawn(dir: &Path, config: &Path) -> Result<Idp, String> {
         let port_file = dir.join("op.port");
-        let child = Command::new("node")
+        let log_file = dir.join("op.log");
+        let log = std::fs::File::create(&log_file).map_err(|e| format!("op.log: {e}"))?;
+        let mut child = Command::new("node")
             .arg(repo_root().join("integration/oidc/provider.mjs"))
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .args(["--host", IDP_HOST, "--port", "0", "--port-file"])
             .arg(&port_file)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting the OpenID Provider (make oidc): {e}"));
+            .map_err(|e| format!("starting the OpenID Provider (make oidc): {e}"))?;
         let started = Instant::now();
-        let port: u16 = loop {
+        loop {
             if let Some(port) = std::fs::read_to_string(&port_file)
                 .ok()
                 .and_then(|p| p.trim().parse().ok())
             {
-                break port;
+                return Ok(Idp {
+                    child,
+                    issuer: format!("http://{IDP_HOST}:{port}"),
+                    port,
+                });
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the OpenID Provider did not start"
-            );
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            if exited || started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+                return Err(format!("exited: {exited}, log: {}", log.trim()));
+            }
             std::thread::sleep(Duration::from_millis(50));
-        };
-        Idp {
-            child,
-            issuer: format!("http://{IDP_HOST}:{port}"),
-            port,
         }
     }
 }
