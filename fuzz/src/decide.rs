@@ -19,6 +19,12 @@
 //! `x-tenant`, `x-authgate-hold`) are always removed on `Continue`; reply headers never contain
 //! CR, LF or NUL; JSON replies parse; no reply echoes a credential; LLM-shaped replies are well
 //! formed; a request that has waited for keys never waits again.
+//!
+//! MCP: `/mcp` has a `match.mcp` rule for `tools/call` of `deploy_*` needing a scope no
+//! credential here carries. A request there with a body is never let through before its body is
+//! read (`Step::ReadBody`; the harness then decides again with the fuzzer's JSON-RPC calls or
+//! raw bytes), and a `Continue` after it never carries a `deploy_*` call, nor `Mcp-Method` or
+//! `Mcp-Name` headers that disagree with the body.
 
 use std::rc::Rc;
 
@@ -114,6 +120,8 @@ fn config_json(known: bool) -> Value {
             {"match": {"path": "/admin"}, "requires_any": ["jwt:corp"],
              "require_roles": ["admin"], "session_reply": "browser"},
             {"match": {"prefix": "/remote"}, "requires_any": ["jwt:remote", "jwt:corp"]},
+            {"match": {"prefix": "/mcp", "mcp": {"methods": ["tools/call"], "names": ["deploy_*"]}},
+             "requires_any": ["jwt:corp"], "require_scopes": ["mcp:deploy"]},
             {"match": {"prefix": "/", "hosts": ["*.example.com"]},
              "requires_any": ["jwt:corp", "api_key"], "enterprise": true},
             {"match": {"prefix": "/"}, "requires_any": ["jwt:corp"]}
@@ -175,6 +183,33 @@ pub struct FuzzRequest {
     pub authz: AuthzReply,
     /// The request body, if the decision waits for it (LLM-shaped session replies).
     pub body: Option<Vec<u8>>,
+    /// JSON-RPC calls for the body an MCP rule reads (else it reads `body`).
+    pub mcp: Option<Vec<McpCall>>,
+}
+
+#[derive(Arbitrary, Debug)]
+pub struct McpCall {
+    pub method: McpMethod,
+    pub name: Option<McpName>,
+    /// A JSON-RPC response (no method) instead of a call.
+    pub response: bool,
+}
+
+#[derive(Arbitrary, Debug)]
+pub enum McpMethod {
+    ToolsCall,
+    ToolsList,
+    Initialize,
+    Other(String),
+}
+
+#[derive(Arbitrary, Debug)]
+pub enum McpName {
+    Deploy(String),
+    Read,
+    /// `deploy_` plus this, said twice in `params` (the harness repeats `name`).
+    Repeated(String),
+    Other(String),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -198,6 +233,7 @@ pub enum PathChoice {
     Health,
     Root,
     Other(String),
+    Mcp,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -226,6 +262,8 @@ pub enum HeaderName {
     Method,
     Path,
     Other(String),
+    McpMethod,
+    McpName,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -571,6 +609,7 @@ impl FuzzRequest {
             PathChoice::Health => "/health".to_string(),
             PathChoice::Root => "/".to_string(),
             PathChoice::Other(other) => clean_value(other.clone()),
+            PathChoice::Mcp => "/mcp".to_string(),
         };
         if let Some(query) = &self.query {
             path.push('?');
@@ -595,6 +634,8 @@ impl FuzzRequest {
                 HeaderName::XAuthSubject => "x-auth-subject".to_string(),
                 HeaderName::XTenant => "x-tenant".to_string(),
                 HeaderName::XAuthgateHold => "x-authgate-hold".to_string(),
+                HeaderName::McpMethod => "mcp-method".to_string(),
+                HeaderName::McpName => "mcp-name".to_string(),
                 HeaderName::Method => ":method".to_string(),
                 HeaderName::Path => ":path".to_string(),
                 HeaderName::Other(other) => clean_name(other),
@@ -639,6 +680,49 @@ impl FuzzRequest {
 
     /// What a reply may legitimately echo besides request headers: the service's answer (a deny
     /// reason, a reauth URL) and the request body (the model name).
+    /// The body an MCP rule reads: the fuzzer's calls as JSON-RPC, else its raw bytes.
+    fn mcp_body(&self) -> Vec<u8> {
+        let Some(calls) = &self.mcp else {
+            return self.body.clone().unwrap_or_default();
+        };
+        let items: Vec<String> = calls
+            .iter()
+            .enumerate()
+            .map(|(id, call)| {
+                if call.response {
+                    return json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string();
+                }
+                let method = match &call.method {
+                    McpMethod::ToolsCall => "tools/call".to_string(),
+                    McpMethod::ToolsList => "tools/list".to_string(),
+                    McpMethod::Initialize => "initialize".to_string(),
+                    McpMethod::Other(other) => other.clone(),
+                };
+                let params = match &call.name {
+                    None => "{}".to_string(),
+                    Some(McpName::Deploy(rest)) => {
+                        json!({"name": format!("deploy_{rest}")}).to_string()
+                    }
+                    Some(McpName::Read) => json!({"name": "read_docs"}).to_string(),
+                    // Said twice: a lenient parser keeps the last, another the first.
+                    Some(McpName::Repeated(rest)) => format!(
+                        "{{\"name\": {}, \"name\": \"read_docs\"}}",
+                        json!(format!("deploy_{rest}"))
+                    ),
+                    Some(McpName::Other(other)) => json!({"name": other}).to_string(),
+                };
+                format!(
+                    "{{\"jsonrpc\": \"2.0\", \"id\": {id}, \"method\": {}, \"params\": {params}}}",
+                    json!(method)
+                )
+            })
+            .collect();
+        match items.as_slice() {
+            [one] => one.clone().into_bytes(),
+            _ => format!("[{}]", items.join(",")).into_bytes(),
+        }
+    }
+
     fn echoes(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let (_, Some(answer)) = self.authz_answer() {
@@ -740,7 +824,14 @@ fn candidates_for_key<'h>(
             };
             let hash: [u8; 32] = Sha256::digest(known_by.as_bytes()).into();
             let path = request.path();
-            decision_cache::key(&hash, request.method(), request.authority(), path, client) == *key
+            decision_cache::key(
+                &hash,
+                request.method(),
+                request.authority(),
+                path,
+                client,
+                None,
+            ) == *key
         })
         .collect()
 }
@@ -831,7 +922,47 @@ pub fn check_decide(input: &DecideInput) {
                 "waited for keys twice"
             );
         }
-        run.check_step(&step, &request, &headers, &minted, fuzz, Origin::Decide);
+        if !matches!(step, Step::ReadBody) {
+            run.check_step(&step, &request, &headers, &minted, fuzz, Origin::Decide);
+            assert!(
+                !(matches!(step, Step::Continue { .. })
+                    && request.path().starts_with("/mcp")
+                    && !request.has_no_body()
+                    && !is_bypassed_preflight(&request)),
+                "an MCP request with a body went through on its headers alone"
+            );
+        }
+        // The shell reads the body, then decides again with it.
+        let mcp_body = fuzz.mcp_body();
+        let request = if matches!(step, Step::ReadBody) {
+            count(run.known, Origin::Decide, &step);
+            let request = Request::new(&borrowed)
+                .with_source_address(source.as_deref())
+                .with_body(Some(&mcp_body));
+            step = run.decide(&request, now_ms, true);
+            if let Step::WaitForKeys { provider } = step {
+                let jwks = if run.known {
+                    &fixed.known_jwks
+                } else {
+                    &fixed.strict_jwks
+                };
+                if let Some(keys) = run.state.keys.get_mut(provider) {
+                    keys.install(jwks.clone(), now_ms, None);
+                }
+                step = run.decide(&request, now_ms, false);
+            }
+            assert!(
+                !matches!(step, Step::ReadBody | Step::WaitForKeys { .. }),
+                "asked for the body (or keys) again: {step:?}"
+            );
+            run.check_step(&step, &request, &headers, &minted, fuzz, Origin::Decide);
+            request
+        } else {
+            request
+        };
+        if matches!(step, Step::Continue { .. }) && request.body().is_some() {
+            check_mcp_allowed(&mcp_body, &headers);
+        }
         if let Step::CallAuthz(call) = &step {
             let (status, body) = fuzz.authz_answer();
             let mut metrics = Recorded::default();
@@ -870,6 +1001,9 @@ pub fn check_decide(input: &DecideInput) {
             let decision = resolve(run.config, &call.pending, &resolution, now_ms, effects);
             if matches!(decision.step, Step::Continue { .. }) {
                 assert!(legit, "resolve let a request through on {resolution:?}");
+                if request.body().is_some() {
+                    check_mcp_allowed(&mcp_body, &headers);
+                }
             }
             run.check_step(
                 &decision.step,
@@ -880,6 +1014,57 @@ pub fn check_decide(input: &DecideInput) {
                 Origin::Resolve,
             );
         }
+    }
+}
+
+/// A CORS preflight the configuration lets through before any rule.
+fn is_bypassed_preflight(request: &Request<'_>) -> bool {
+    request.method() == "OPTIONS"
+        && request.header("origin").is_some()
+        && request.header("access-control-request-method").is_some()
+}
+
+/// A body an MCP rule read let the request through: no call in it is a `deploy_*` tool call
+/// (no credential here has the scope), and `Mcp-Method`/`Mcp-Name`, where sent, say what it says.
+fn check_mcp_allowed(body: &[u8], headers: &[(String, String)]) {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let items = match &value {
+        Value::Array(items) => items.clone(),
+        single => vec![single.clone()],
+    };
+    for item in &items {
+        let name = item["params"]["name"]
+            .as_str()
+            .or_else(|| item["params"]["uri"].as_str());
+        assert!(
+            !(item["method"] == "tools/call"
+                && name.is_some_and(|n| n.len() > "deploy_".len() && n.starts_with("deploy_"))),
+            "a deploy_* call went through without the scope: {item}"
+        );
+    }
+    let header = |n: &str| {
+        headers
+            .iter()
+            .find(|(name, _)| name == n)
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(method) = header("mcp-method") {
+        assert!(
+            items.len() == 1 && items[0]["method"] == method,
+            "Mcp-Method {method:?} went through with a body that says otherwise"
+        );
+    }
+    if let Some(name) = header("mcp-name") {
+        let decoded = authgate::core::policy::mcp::header_name(name);
+        let said = items[0]["params"]["name"]
+            .as_str()
+            .or_else(|| items[0]["params"]["uri"].as_str());
+        assert!(
+            items.len() == 1 && decoded.as_deref() == said,
+            "Mcp-Name {name:?} went through with a body that says otherwise"
+        );
     }
 }
 
@@ -910,6 +1095,7 @@ fn count(known: bool, origin: Origin, step: &Step) {
         Step::WaitForKeys { .. } => "wait_for_keys",
         Step::CallAuthz(_) => "call_authz",
         Step::SessionReply(_) => "session_reply",
+        Step::ReadBody => "read_body",
     };
     let origin = if origin == Origin::Decide {
         "decide"
@@ -995,7 +1181,7 @@ impl Run<'_> {
                 crate::check_llm_output(llm.shape, &out, &llm.text);
                 check_reply(&out, headers, &fuzz.echoes());
             }
-            Step::WaitForKeys { .. } => {}
+            Step::WaitForKeys { .. } | Step::ReadBody => {}
             Step::SignIn(_) | Step::Renew(_) => assert!(
                 self.config.login.is_some(),
                 "a sign-in step without a login section"

@@ -4,8 +4,8 @@
 
 use authgate_fuzz::decide::{
     check_decide, tally, AlgChoice, AudChoice, AuthzReply, DecideInput, Forged, FuzzRequest,
-    HeaderExtra, HeaderName, HeaderValue, IssChoice, KeyChoice, KidChoice, Method, PathChoice,
-    SignatureChoice, Source, TimeChoice, Token,
+    HeaderExtra, HeaderName, HeaderValue, IssChoice, KeyChoice, KidChoice, McpCall, McpMethod,
+    McpName, Method, PathChoice, SignatureChoice, Source, TimeChoice, Token,
 };
 
 fn request(path: PathChoice, headers: Vec<(HeaderName, HeaderValue)>) -> FuzzRequest {
@@ -21,6 +21,7 @@ fn request(path: PathChoice, headers: Vec<(HeaderName, HeaderValue)>) -> FuzzReq
             ttl_s: Some(30),
         },
         body: Some(br#"{"model": "gpt-5", "stream": true}"#.to_vec()),
+        mcp: None,
     }
 }
 
@@ -178,4 +179,40 @@ fn path_normalise_holds_for_every_short_tricky_path() {
         }
     }
     assert!(checked > 400_000, "{checked}");
+}
+
+#[test]
+fn mcp_requests_are_read_then_judged_call_by_call() {
+    let call = |name: Option<McpName>| McpCall {
+        method: McpMethod::ToolsCall,
+        name,
+        response: false,
+    };
+    let mcp = |calls: Vec<McpCall>| FuzzRequest {
+        mcp: Some(calls),
+        ..request(
+            PathChoice::Mcp,
+            vec![(
+                HeaderName::Authorization,
+                HeaderValue::Bearer(Token::Fixture(0)),
+            )],
+        )
+    };
+    let read = run(true, vec![mcp(vec![call(Some(McpName::Read))])]);
+    assert!(has(&read, "known decide read_body"), "{read:?}");
+    assert!(has(&read, "known decide continue"), "{read:?}");
+    let deploy = run(
+        true,
+        vec![mcp(vec![
+            call(Some(McpName::Read)),
+            call(Some(McpName::Deploy("prod".into()))),
+        ])],
+    );
+    assert!(has(&deploy, "known decide respond 403"), "{deploy:?}");
+    assert!(!has(&deploy, "known decide continue"), "{deploy:?}");
+    let repeated = run(
+        true,
+        vec![mcp(vec![call(Some(McpName::Repeated("prod".into())))])],
+    );
+    assert!(has(&repeated, "known decide respond other"), "{repeated:?}");
 }

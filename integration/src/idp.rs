@@ -53,8 +53,9 @@ impl Idp {
         // One retry: under a loaded CI machine a start was once seen to stall without a word.
         match Idp::spawn(dir, &config) {
             Ok(idp) => idp,
-            Err(first) => Idp::spawn(dir, &config)
-                .unwrap_or_else(|second| panic!("the OpenID Provider did not start: {first}; then: {second}")),
+            Err(first) => Idp::spawn(dir, &config).unwrap_or_else(|second| {
+                panic!("the OpenID Provider did not start: {first}; then: {second}")
+            }),
         }
     }
 

@@ -63,6 +63,14 @@ pub(crate) mod raw {
         pub login: Option<crate::core::login::config::raw::Login>,
         #[serde(default)]
         pub protected_resources: Vec<crate::core::policy::resources::raw::Resource>,
+        #[serde(default)]
+        pub mcp: Mcp,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Mcp {
+        pub max_body_bytes: Option<usize>,
     }
 
     #[derive(Deserialize, Default)]
@@ -116,11 +124,17 @@ pub struct Config {
     pub login: Option<Login>,
     /// OAuth protected resources (RFC 9728): metadata documents and challenges.
     pub resources: crate::core::policy::resources::Resources,
+    /// The largest body read for `match.mcp` rules (else 413 with a JSON-RPC error).
+    pub mcp_max_body_bytes: usize,
 }
 
 /// Paused requests per VM unless `limits.max_paused_requests` says otherwise: far above what
 /// one worker's keys fetch or authorization call ever holds, far below what exhausts its memory.
 const DEFAULT_MAX_PAUSED_REQUESTS: usize = 1024;
+
+/// `mcp.max_body_bytes` unless set: Envoy's default buffer limit, which a held body must stay
+/// under (a held body past it is flow-controlled, never read to its end).
+const DEFAULT_MCP_MAX_BODY_BYTES: usize = 1 << 20;
 
 /// What a plugin instance is: the gate itself, or the companion that holds requests the gate
 /// marked (see `Session::hold_companion`).
@@ -326,6 +340,24 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         other => other,
     };
     let session = compile_session(raw.session)?;
+    if let Some(index) = rules.iter().position(|r| r.mcp.is_some()) {
+        if !session.hold_companion {
+            return Err(ConfigError::new(
+                format!("rules[{index}].match.mcp"),
+                "MCP rules read the JSON-RPC body, which needs \"session\": {\"hold_companion\": true} and the body_hold companion after authgate",
+            ));
+        }
+    }
+    let mcp_max_body_bytes = match raw.mcp.max_body_bytes {
+        None => DEFAULT_MCP_MAX_BODY_BYTES,
+        Some(n @ 1024..=16_777_216) => n,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "mcp.max_body_bytes",
+                "must be between 1024 and 16777216 (and within Envoy's buffer limit)",
+            ))
+        }
+    };
     let mut claim_header_names: Vec<String> = providers
         .iter()
         .flat_map(|p| p.claim_to_headers.iter().map(|(_, header)| header.clone()))
@@ -390,6 +422,7 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         paths: Paths::compile(raw.paths),
         login,
         resources: crate::core::policy::resources::Resources::compile(raw.protected_resources)?,
+        mcp_max_body_bytes,
         max_paused_requests: match raw.limits.max_paused_requests {
             None => DEFAULT_MAX_PAUSED_REQUESTS,
             Some(n @ 1..=65_536) => n,

@@ -23,8 +23,9 @@ use crate::core::policy::backoff::{
     deployment_secret, ClientSlot, SharedStore, Standing, UNKNOWN_CLIENT,
 };
 use crate::core::policy::client_ip;
+use crate::core::policy::mcp;
 use crate::core::policy::paths::{self, Unnormalised};
-use crate::core::policy::rules::{rule_matches, Rule};
+use crate::core::policy::rules::{rule_matches, rule_matches_call, Rule};
 use crate::core::policy::{self, PolicyDenial};
 use crate::core::random::Random;
 use crate::core::replies::llm::LlmReply;
@@ -65,6 +66,9 @@ pub enum Step {
     /// A signed-in owner confirmed an agent's renewal: post it to `enterprise.renew_path`, then
     /// answer with `login::reauth::renewed` (and drop the token's cached decisions everywhere).
     Renew(Box<Renewal>),
+    /// An MCP rule may decide: hold the request, read its whole body (at most
+    /// `mcp.max_body_bytes`) and decide again with it (`Request::with_body`).
+    ReadBody,
 }
 
 /// What this request, and no other sharing its decision, changes on its way upstream.
@@ -194,16 +198,17 @@ pub fn decide(
     ctx: Context,
     effects: Effects<'_>,
 ) -> Decision {
-    let decision = decide_request(config, state, request, ctx, effects);
-    if config.resources.is_empty() {
-        return decision;
-    }
-    with_resource_challenge(config, request, decision)
+    decide_request(config, state, request, ctx, effects)
 }
 
 /// On a request a protected resource covers, a 401 or an `insufficient_scope` 403 tells the
 /// client where the resource's metadata is and which scopes the rule needs (RFC 9728 §5.1).
-fn with_resource_challenge(config: &Config, request: &Request<'_>, decision: Decision) -> Decision {
+fn with_resource_challenge(
+    config: &Config,
+    request: &Request<'_>,
+    rule: &Rule,
+    decision: Decision,
+) -> Decision {
     let Step::Respond(reply) = &decision.step else {
         return decision;
     };
@@ -215,17 +220,12 @@ fn with_resource_challenge(config: &Config, request: &Request<'_>, decision: Dec
     else {
         return decision;
     };
-    let scopes = config
-        .rules
-        .iter()
-        .find(|rule| rule_matches(rule, request))
-        .map_or(&[][..], |rule| &rule.require_scopes[..]);
     let Decision { step, log } = decision;
     let Step::Respond(reply) = step else {
         return Decision { step, log };
     };
     Decision {
-        step: Step::Respond(resource.challenge(reply, scopes)),
+        step: Step::Respond(resource.challenge(reply, &rule.require_scopes)),
         log,
     }
 }
@@ -238,10 +238,9 @@ fn decide_request(
     effects: Effects<'_>,
 ) -> Decision {
     let request_id = request.request_id();
-    let metrics = effects.metrics;
     if let Err(reply) = normalise_path(config, request) {
-        metrics.increment(Metric::Denied);
-        metrics.increment(Metric::DeniedBadRequest);
+        effects.metrics.increment(Metric::Denied);
+        effects.metrics.increment(Metric::DeniedBadRequest);
         return respond(
             reply,
             format!("deny bad_request {:?}", request.raw_path().unwrap_or("")),
@@ -310,14 +309,223 @@ fn decide_request(
         }
         return decision;
     }
-    let Some(rule) = config.rules.iter().find(|rule| rule_matches(rule, request)) else {
-        metrics.increment(Metric::Denied);
-        metrics.increment(Metric::DeniedNoRule);
-        return respond(
-            replies::forbidden("no rule allows this request", request_id),
-            format!("deny no_rule {} {}", request.method(), path),
-        );
+    let Some(first) = config.rules.iter().find(|rule| rule_matches(rule, request)) else {
+        return no_rule(request, effects.metrics);
     };
+    if first.mcp.is_none() {
+        return decide_rule(config, state, request, ctx, effects, first, None);
+    }
+    decide_mcp(config, state, request, ctx, effects)
+}
+
+fn no_rule(request: &Request<'_>, metrics: &mut dyn MetricSink) -> Decision {
+    metrics.increment(Metric::Denied);
+    metrics.increment(Metric::DeniedNoRule);
+    respond(
+        replies::forbidden("no rule allows this request", request.request_id()),
+        format!("deny no_rule {} {}", request.method(), request.path()),
+    )
+}
+
+/// A request an MCP rule may decide: judged on the JSON-RPC call(s) in its body, never on its
+/// headers alone. Each call goes to the first rule that selects it; every one must allow.
+fn decide_mcp(
+    config: &Config,
+    state: &mut State,
+    request: &Request<'_>,
+    ctx: Context,
+    effects: Effects<'_>,
+) -> Decision {
+    let refuse = |error: mcp::McpError, metrics: &mut dyn MetricSink| {
+        metrics.increment(Metric::Denied);
+        metrics.increment(Metric::DeniedBadRequest);
+        let reply = error.reply();
+        let log = format!("deny mcp_bad_request {}", reply.body);
+        respond(reply, log)
+    };
+    let calls = match request.body() {
+        None if !request.has_no_body() => {
+            let max = config.mcp_max_body_bytes;
+            if request
+                .header("content-length")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > max as u64)
+            {
+                effects.metrics.increment(Metric::Denied);
+                effects.metrics.increment(Metric::DeniedBadRequest);
+                return respond(mcp::too_large(max), "deny mcp_body_too_large".to_string());
+            }
+            return Decision {
+                step: Step::ReadBody,
+                log: format!(
+                    "mcp: reading the body of {} {}",
+                    request.method(),
+                    request.path()
+                ),
+            };
+        }
+        None => Vec::new(),
+        Some(body) => match mcp::calls(body) {
+            Ok(calls) => calls,
+            Err(error) => return refuse(error, effects.metrics),
+        },
+    };
+    if let Err(error) = mcp::check_headers(
+        &calls,
+        request.header("mcp-method"),
+        request.header("mcp-name"),
+    ) {
+        return refuse(error, effects.metrics);
+    }
+    // What decides: (rule, the call when that rule selects calls). A rule without `match.mcp`
+    // judges every call it takes alike.
+    let mut units: Vec<(usize, Option<&mcp::Call>)> = Vec::new();
+    let picks: Vec<Option<&mcp::Call>> = if calls.is_empty() {
+        vec![None]
+    } else {
+        calls.iter().map(Some).collect()
+    };
+    for call in picks {
+        let Some(index) = config
+            .rules
+            .iter()
+            .position(|rule| rule_matches_call(rule, request, call))
+        else {
+            return no_rule(request, effects.metrics);
+        };
+        let unit = (index, call.filter(|_| config.rules[index].mcp.is_some()));
+        if !units.contains(&unit) {
+            units.push(unit);
+        }
+    }
+    if let [(index, call)] = units[..] {
+        return decide_rule(
+            config,
+            state,
+            request,
+            ctx,
+            effects,
+            &config.rules[index],
+            call,
+        );
+    }
+    decide_batch(config, state, request, ctx, effects, &units)
+}
+
+/// A batch whose calls different rules (or one MCP rule, call by call) decide. One credential
+/// must speak for every call, so the non-public rules must accept the same credentials, and at
+/// most one call may need the authorization service (its answer is the batch's).
+fn decide_batch(
+    config: &Config,
+    state: &mut State,
+    request: &Request<'_>,
+    ctx: Context,
+    effects: Effects<'_>,
+    units: &[(usize, Option<&mcp::Call>)],
+) -> Decision {
+    let rules: Vec<&Rule> = units.iter().map(|(i, _)| &config.rules[*i]).collect();
+    let guarded: Vec<&&Rule> = rules.iter().filter(|r| !r.public).collect();
+    let same_credentials = guarded.windows(2).all(|w| w[0].requires == w[1].requires);
+    let asks_service = |rule: &Rule| {
+        rule.enterprise
+            || rule
+                .requires
+                .contains(&credentials::Requirement::OpaqueToken)
+    };
+    let service_calls = rules.iter().filter(|r| asks_service(r)).count();
+    if !same_credentials || service_calls > 1 {
+        effects.metrics.increment(Metric::Denied);
+        effects.metrics.increment(Metric::DeniedBadRequest);
+        return respond(
+            mcp::McpError::Mismatch(
+                "this batch's calls are judged by rules that need different credentials or \
+                 separate decisions: send them one per request",
+            )
+            .reply(),
+            "deny mcp_batch_split".to_string(),
+        );
+    }
+    let Effects {
+        metrics,
+        shared,
+        random,
+    } = effects;
+    // Counted once, for the batch: each call's own "allowed" is held back.
+    let mut held = HeldAllowed {
+        inner: metrics,
+        allowed: Vec::new(),
+    };
+    let mut chosen: Option<(usize, Decision)> = None;
+    for (at, (index, call)) in units.iter().enumerate() {
+        held.allowed.clear();
+        let rule = &config.rules[*index];
+        let effects = Effects {
+            metrics: &mut held,
+            shared: &mut *shared,
+            random: &mut *random,
+        };
+        let decision = decide_rule(config, state, request, ctx, effects, rule, *call);
+        if !matches!(decision.step, Step::Continue { .. } | Step::CallAuthz(_)) {
+            return decision;
+        }
+        // The service's decision, else a guarded rule's (it carries the identity), stands.
+        let rank = if asks_service(rule) {
+            2
+        } else {
+            usize::from(!rule.public)
+        };
+        if chosen.as_ref().is_none_or(|(best, _)| rank > *best) {
+            chosen = Some((rank, decision));
+        }
+        if at + 1 == units.len() {
+            if let Some((
+                _,
+                Decision {
+                    step: Step::Continue { .. },
+                    ..
+                },
+            )) = &chosen
+            {
+                for metric in std::mem::take(&mut held.allowed) {
+                    held.inner.increment(metric);
+                }
+            }
+        }
+    }
+    match chosen {
+        Some((_, decision)) => decision,
+        None => no_rule(request, held.inner),
+    }
+}
+
+/// A metric sink that holds back "allowed" counts (a batch is allowed once, not per call).
+struct HeldAllowed<'m> {
+    inner: &'m mut dyn MetricSink,
+    allowed: Vec<Metric>,
+}
+
+impl MetricSink for HeldAllowed<'_> {
+    fn increment(&mut self, metric: Metric) {
+        if metric.is_allowed() {
+            self.allowed.push(metric);
+        } else {
+            self.inner.increment(metric);
+        }
+    }
+}
+
+/// One rule decides the request (for an MCP rule, the one call it selected).
+fn decide_rule(
+    config: &Config,
+    state: &mut State,
+    request: &Request<'_>,
+    ctx: Context,
+    effects: Effects<'_>,
+    rule: &Rule,
+    mcp: Option<&mcp::Call>,
+) -> Decision {
+    let path = request.path();
+    let metrics = effects.metrics;
     if rule.public {
         return pass(
             config,
@@ -334,25 +542,31 @@ fn decide_request(
         &rule.requires,
         request,
     );
-    if candidates.is_empty() {
+    let decision = if candidates.is_empty() {
         metrics.increment(Metric::Denied);
         metrics.increment(Metric::DeniedMissingCredential);
-        return respond(
+        respond(
             unauthenticated(config, rule, request, false),
             format!("deny missing_credential {path}"),
-        );
-    }
-    let mut run = Run {
-        config,
-        state,
-        request,
-        ctx,
-        metrics,
-        shared: effects.shared,
-        random: effects.random,
-        gate: Gate::default(),
+        )
+    } else {
+        let mut run = Run {
+            config,
+            state,
+            request,
+            ctx,
+            metrics,
+            shared: effects.shared,
+            random: effects.random,
+            gate: Gate::default(),
+            mcp,
+        };
+        run.decide(rule, &candidates)
     };
-    run.decide(rule, &candidates)
+    if config.resources.is_empty() {
+        return decision;
+    }
+    with_resource_challenge(config, request, rule, decision)
 }
 
 /// Normalises the request's path for the rules (and, when it changes, for the upstream), or
@@ -392,6 +606,8 @@ struct Run<'r, 'q> {
     shared: &'r mut dyn SharedStore,
     random: &'r mut dyn Random,
     gate: Gate,
+    /// The MCP call an MCP rule selected: part of the enterprise question and its cache key.
+    mcp: Option<&'r mcp::Call>,
 }
 
 /// The failed-auth backoff as one request sees it: looked up once, and only when a credential
@@ -757,6 +973,7 @@ impl Run<'_, '_> {
             request.authority(),
             request.path(),
             client_ip.filter(|_| enterprise.sends_client_ip()),
+            self.mcp,
         );
         let remove = removals(self.config, request, valid.strip.as_ref());
         let lookup = self.state.decisions.get(&key, self.ctx.now_ms);
@@ -823,6 +1040,7 @@ impl Run<'_, '_> {
             method: request.method(),
             host: request.authority(),
             path: request.path(),
+            mcp: self.mcp,
         });
         let log = format!("authz call {}", pending.credential);
         Decision {
@@ -1442,3 +1660,7 @@ fn is_preflight(request: &Request<'_>) -> bool {
         && present("origin")
         && present("access-control-request-method")
 }
+
+#[cfg(test)]
+#[path = "engine_mcp_tests.rs"]
+mod mcp_tests;

@@ -45,6 +45,18 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// The "allowed" counts (total and per credential kind).
+    pub fn is_allowed(self) -> bool {
+        matches!(
+            self,
+            Metric::Allowed
+                | Metric::AllowedJwt
+                | Metric::AllowedApiKey
+                | Metric::AllowedOpaqueToken
+                | Metric::AllowedSession
+        )
+    }
+
     pub const ALL: [Metric; 39] = [
         Metric::Allowed,
         Metric::Denied,

@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod engine;
 pub mod header_pairs;
 pub mod identity;
+mod json_strict;
 pub mod jwt;
 pub mod login;
 pub mod metrics;

@@ -11,6 +11,8 @@ pub struct Request<'a> {
     upstream_path: OnceCell<String>,
     /// The headers ended the stream: the request has no body (unknown: assume one may follow).
     ends_at_headers: bool,
+    /// The whole body, when the shell read it (for `match.mcp` rules).
+    body: Option<&'a [u8]>,
 }
 
 /// The downstream address: given, or looked up from the host the first time it is needed (most
@@ -29,7 +31,18 @@ impl<'a> Request<'a> {
             normalised_path: OnceCell::new(),
             upstream_path: OnceCell::new(),
             ends_at_headers: false,
+            body: None,
         }
+    }
+
+    /// The request's whole body, read by the shell because the engine asked (`Step::ReadBody`).
+    pub fn with_body(mut self, body: Option<&'a [u8]>) -> Self {
+        self.body = body;
+        self
+    }
+
+    pub fn body(&self) -> Option<&'a [u8]> {
+        self.body
     }
 
     /// Whether the headers ended the stream (Envoy's `end_of_stream`).

@@ -103,23 +103,101 @@ pub fn clear_request_body(size: usize) {
 
 /// The upstream response's status (in the response-headers callback).
 pub fn response_status() -> Option<u16> {
-    hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .and_then(|status| status.parse().ok())
+    let status = header_value(MapType::HttpResponseHeaders, ":status")?;
+    std::str::from_utf8(&status).ok()?.parse().ok()
 }
 
 /// Whether the request has this header (its value is never read: it may not be UTF-8).
 pub fn has_request_header(name: &str) -> bool {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).is_ok_and(|v| v.is_some())
+    header_value(MapType::HttpRequestHeaders, name).is_some()
 }
 
+/// A request header's value, when it is valid UTF-8 (and the host lends the header map).
+pub fn request_header(name: &str) -> Option<String> {
+    let bytes = header_value(MapType::HttpRequestHeaders, name)?;
+    String::from_utf8(bytes).ok()
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    // The SDK declares these imports too, but its wrappers panic on any status but Ok: Envoy
+    // answers BadArgument for a filter that already let the headers go on.
+    fn proxy_get_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> Status;
+    fn proxy_remove_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+    ) -> Status;
+    fn proxy_replace_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
+    fn proxy_add_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
+}
+
+fn header_value(map: MapType, name: &str) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: as in `request_header_block`: the host hands over `size` bytes it allocated
+    // through the SDK's allocator.
+    unsafe {
+        let status =
+            proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size);
+        if status != Status::Ok || data.is_null() {
+            return None;
+        }
+        Some(Vec::from_raw_parts(data, size, size))
+    }
+}
+
+/// Header changes never panic: one the host refuses leaves the request as it is.
 pub fn remove_request_header(name: &str) {
-    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+    // SAFETY: the pointer and length describe `name`, borrowed for the call.
+    let _ = unsafe {
+        proxy_remove_header_map_value(MapType::HttpRequestHeaders, name.as_ptr(), name.len())
+    };
 }
 
 pub fn set_request_header(name: &str, value: &str) {
-    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+    // SAFETY: both pointers and lengths describe borrowed strings, for the call only.
+    let _ = unsafe {
+        proxy_replace_header_map_value(
+            MapType::HttpRequestHeaders,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    };
+}
+
+/// Adds a value (another line when the header is there already).
+pub fn add_request_header(name: &str, value: &str) {
+    // SAFETY: as for `set_request_header`.
+    let _ = unsafe {
+        proxy_add_header_map_value(
+            MapType::HttpRequestHeaders,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    };
 }
 
 pub fn send_reply(reply: &Reply) {
@@ -194,9 +272,7 @@ pub fn dispatch(
 
 /// Status and body of the callout response being delivered now; None if the body is too big.
 pub fn callout_response(body_size: usize, max_body: usize) -> (u16, Option<Vec<u8>>) {
-    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
+    let status = header_value(MapType::HttpCallResponseHeaders, ":status")
         .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
         .unwrap_or(0);
     if body_size > max_body {

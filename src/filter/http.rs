@@ -19,6 +19,8 @@ pub struct AuthHttp {
     pub context_id: u32,
     /// Set once the request paused; cleared in the VM's tables when it is resumed or answered.
     pub paused: bool,
+    /// Handed on to the companion while an MCP rule reads its body.
+    pub reading: bool,
 }
 
 impl Context for AuthHttp {
@@ -42,7 +44,7 @@ impl HttpContext for AuthHttp {
         };
         let vm = vm.as_ref();
         let headers = host::request_header_block();
-        let Some(decision) = vm.decide(&headers, true, end_of_stream, None) else {
+        let Some(decision) = vm.decide(&headers, true, end_of_stream, None, None) else {
             // State busy means re-entrancy we did not expect: fail closed, visibly.
             host::send_reply(&replies::jwks_unavailable(None));
             return Action::Pause;
@@ -78,6 +80,19 @@ impl HttpContext for AuthHttp {
                 host::send_reply(&reply.build(&BodyFacts::NotJson));
                 return Action::Pause;
             }
+            Step::ReadBody => {
+                return match vm.start_read(self.context_id, headers) {
+                    // Handed on to the companion (which holds it), the body comes here next.
+                    Ok(()) => {
+                        self.reading = true;
+                        Action::Continue
+                    }
+                    Err(reply) => {
+                        host::send_reply(&reply);
+                        Action::Pause
+                    }
+                };
+            }
             Step::SessionReply(reply) => {
                 // Handed on to the companion (which holds it), the body comes here next.
                 self.paused = true;
@@ -107,7 +122,8 @@ impl HttpContext for AuthHttp {
             | Step::CallAuthz(_)
             | Step::SessionReply(_)
             | Step::SignIn(_)
-            | Step::Renew(_) => {
+            | Step::Renew(_)
+            | Step::ReadBody => {
                 host::send_reply(&replies::jwks_unavailable(None));
                 Action::Pause
             }
@@ -119,6 +135,15 @@ impl HttpContext for AuthHttp {
     /// slow-service test passes without this), but that is the host's choice, not the ABI's;
     /// never let a body chunk resume the request.
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(vm) = self.vm.as_ref().filter(|_| self.reading) {
+            // Copied, the chunk moves on to the companion's hold (Envoy buffers it there with
+            // flow control; buffering it here would meet the 413 limit instead).
+            return if vm.read_chunk(self.context_id, body_size, end_of_stream) {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
+        }
         let Some(vm) = self.vm.as_ref().filter(|_| self.paused) else {
             return Action::Continue;
         };
@@ -138,6 +163,13 @@ impl HttpContext for AuthHttp {
     /// Trailers end the body (an h2 request with trailers has no end-of-stream body chunk): a
     /// paused request's reply goes now, and the trailers never resume it.
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(vm) = self.vm.as_ref().filter(|_| self.reading) {
+            return if vm.read_chunk(self.context_id, 0, true) {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
+        }
         let Some(vm) = self.vm.as_ref().filter(|_| self.paused) else {
             return Action::Continue;
         };
@@ -172,7 +204,7 @@ impl Drop for AuthHttp {
     // A client that hangs up while paused must not be resumed later.
     fn drop(&mut self) {
         if let Some(vm) = &self.vm {
-            if self.paused {
+            if self.paused || self.reading {
                 vm.forget(self.context_id);
             }
             vm.unwatch(self.context_id);

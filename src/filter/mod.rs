@@ -2,6 +2,7 @@
 //! (one request), and `host`, the only file that calls the host.
 
 mod authz_call;
+mod body_read;
 mod body_wait;
 mod counters;
 mod hold;

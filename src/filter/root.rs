@@ -84,12 +84,13 @@ impl RootContext for Root {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         if self.hold {
-            return Some(Box::<HoldHttp>::default());
+            return Some(Box::new(HoldHttp::new(context_id)));
         }
         Some(Box::new(AuthHttp {
             vm: self.vm.clone(),
             context_id,
             paused: false,
+            reading: false,
         }))
     }
 

@@ -19,12 +19,14 @@ use crate::core::login::endpoints as sign_in;
 use crate::core::login::reauth::{self, Renewal};
 use crate::core::metrics::{Metric, MetricSink};
 use crate::core::policy::backoff::SharedStore;
+use crate::core::policy::mcp;
 use crate::core::random::OsRandom;
 use crate::core::replies;
 use crate::core::replies::body_scan::BodyFacts;
 use crate::core::replies::llm::LlmReply;
 use crate::core::request::Request;
 use crate::filter::authz_call::{AuthzCalls, Inflight, Owner};
+use crate::filter::body_read::{BodyReads, Chunk, Read};
 use crate::filter::body_wait::{BodyWait, Consume};
 use crate::filter::counters::{CacheFigures, CacheStats, Counters};
 use crate::filter::upstream_watch::UpstreamWatch;
@@ -53,6 +55,8 @@ pub struct Vm {
     waiters: RefCell<Vec<Waiter>>,
     authz: RefCell<AuthzCalls>,
     bodies: RefCell<BodyWait>,
+    /// MCP requests whose body is being read before they are decided.
+    reads: RefCell<BodyReads>,
     /// Debug logging on, and when that was last asked.
     debug: Cell<(bool, u64)>,
     counters: Counters,
@@ -134,6 +138,7 @@ impl Vm {
             waiters: RefCell::default(),
             authz: RefCell::default(),
             bodies: RefCell::default(),
+            reads: RefCell::default(),
             debug: Cell::new((false, 0)),
             counters: Counters::define(),
             authz_latency_ms: host::define_histogram("authgate.authz_latency_ms"),
@@ -246,6 +251,7 @@ impl Vm {
         may_wait: bool,
         end_of_stream: bool,
         source: Option<&str>,
+        body: Option<&[u8]>,
     ) -> Option<Decision> {
         // A block the host garbled reads as no headers: with no `:path` the core refuses it (400).
         let pairs = header_pairs::decode(header_block).unwrap_or_default();
@@ -260,7 +266,9 @@ impl Vm {
             log,
         };
         let lookup = host::source_address;
-        let request = Request::new(headers).with_end_of_stream(end_of_stream);
+        let request = Request::new(headers)
+            .with_end_of_stream(end_of_stream)
+            .with_body(body);
         let request = match source {
             Some(address) => request.with_source_address(Some(address)),
             None if self.config.needs_client_ip() => request.with_source_lookup(&lookup),
@@ -301,7 +309,9 @@ impl Vm {
             Err(_) => return false,
         };
         let in_calls = self.authz.try_borrow().map_or(usize::MAX, |c| c.waiting());
-        let room = waiting.saturating_add(in_calls) < self.config.max_paused_requests
+        let reading = self.reads.try_borrow().map_or(usize::MAX, |r| r.len());
+        let room = waiting.saturating_add(in_calls).saturating_add(reading)
+            < self.config.max_paused_requests
             && bytes.saturating_add(header_bytes) <= MAX_WAITING_HEADER_BYTES;
         if !room {
             self.count(Metric::Overloaded);
@@ -371,9 +381,19 @@ impl Vm {
             Err(_) => return,
         };
         for waiter in ready {
-            let Some(decision) =
-                self.decide(&waiter.header_block, false, false, waiter.source.as_deref())
-            else {
+            // An MCP request waits for keys after its body was read: decided with that body.
+            let body = self
+                .reads
+                .try_borrow()
+                .ok()
+                .and_then(|r| r.get(waiter.context_id).map(|read| read.body.clone()));
+            let Some(decision) = self.decide(
+                &waiter.header_block,
+                false,
+                false,
+                waiter.source.as_deref(),
+                body.as_deref(),
+            ) else {
                 continue;
             };
             // An authorization call is made from the root context, which outlives the request.
@@ -732,6 +752,9 @@ impl Vm {
         if let Ok(mut bodies) = self.bodies.try_borrow_mut() {
             bodies.forget(context_id);
         }
+        if let Ok(mut reads) = self.reads.try_borrow_mut() {
+            reads.remove(context_id);
+        }
     }
 
     /// Body progress of a paused request (its own callback): sends a reply that waited for it,
@@ -802,14 +825,7 @@ impl Vm {
         // request goes on stripped and with a path no route serves, should the companion be
         // placed before authgate (or in another chain).
         if self.config.session.hold_companion && hold::companion_registered() {
-            let mut remove = remove;
-            remove.extend(self.config.credential_header_names.iter().cloned());
-            let mark = [(HOLD_HEADER.to_string(), "1".to_string())];
-            let held = Rewrite {
-                path: Some(HELD_PATH.to_string()),
-                cookie: None,
-            };
-            apply_headers(&remove, &mark, &held);
+            self.mark(&remove, &hold_nonce());
             if resume {
                 host::resume_request();
             }
@@ -824,6 +840,193 @@ impl Vm {
             host::send_reply(&reply.build(&BodyFacts::Unread));
         }
         false
+    }
+
+    /// Marks the request for the companion: no credential, the held path (no route serves it,
+    /// should the companion be misplaced), and the mark carrying `nonce`.
+    fn mark(&self, remove: &[String], nonce: &str) {
+        let mut remove = remove.to_vec();
+        remove.extend(self.config.credential_header_names.iter().cloned());
+        let mark = [(HOLD_HEADER.to_string(), nonce.to_string())];
+        let held = Rewrite {
+            path: Some(HELD_PATH.to_string()),
+            cookie: None,
+        };
+        apply_headers(&remove, &mark, &held);
+    }
+
+    /// An MCP rule needs the body: hands the request on to the companion (which holds it) and
+    /// reads the body as it passes. Err: the reply to send instead.
+    pub fn start_read(&self, context_id: u32, header_block: Vec<u8>) -> Result<(), replies::Reply> {
+        if !(self.config.session.hold_companion && hold::companion_registered()) {
+            host::log(
+                LogLevel::Error,
+                "authgate: an MCP rule needs the body_hold companion after authgate in this chain",
+            );
+            return Err(mcp::unreadable(
+                "the gateway cannot read MCP request bodies (body_hold companion missing)",
+            ));
+        }
+        if !self.room_to_pause(header_block.len()) {
+            return Err(mcp::unreadable("the gateway is overloaded; retry"));
+        }
+        let pairs = header_pairs::decode(&header_block).unwrap_or_default();
+        let credentials: Vec<(String, String)> = pairs
+            .iter()
+            .filter(|(name, _)| {
+                self.config
+                    .credential_header_names
+                    .iter()
+                    .any(|c| c == name)
+            })
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        let path = pairs
+            .iter()
+            .find(|(name, _)| name == ":path")
+            .map(|(_, value)| value.to_string())
+            .unwrap_or_default();
+        let source = self
+            .config
+            .needs_client_ip()
+            .then(host::source_address)
+            .flatten();
+        let nonce = hold_nonce();
+        self.mark(&[], &nonce);
+        let read = Read {
+            header_block,
+            source,
+            nonce,
+            credentials,
+            path,
+            body: Vec::new(),
+            complete: false,
+            decided: false,
+        };
+        self.reads
+            .try_borrow_mut()
+            .map_err(|_| mcp::unreadable("the gateway is busy; retry"))?
+            .start(context_id, read);
+        Ok(())
+    }
+
+    pub fn is_read(&self, context_id: u32) -> bool {
+        self.reads
+            .try_borrow()
+            .is_ok_and(|r| r.contains(context_id))
+    }
+
+    /// A body chunk of a request being read (`size` bytes buffered, `complete`: the stream ended;
+    /// trailers end it too). Decides once the body is in. Returns whether a reply was sent.
+    pub fn read_chunk(&self, context_id: u32, size: usize, complete: bool) -> bool {
+        let chunk = if size > 0 {
+            host::request_body(size).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let max = self.config.mcp_max_body_bytes;
+        let outcome = match self.reads.try_borrow_mut() {
+            Ok(mut reads) => reads.append(context_id, &chunk, complete, max),
+            Err(_) => Chunk::Overloaded,
+        };
+        let reply = match outcome {
+            Chunk::More | Chunk::Unknown => return false,
+            Chunk::TooLarge => mcp::too_large(max),
+            Chunk::Overloaded => {
+                self.count(Metric::Overloaded);
+                mcp::unreadable("the gateway is overloaded; retry")
+            }
+            Chunk::Complete => return self.decide_read(context_id),
+        };
+        self.forget(context_id);
+        host::send_reply(&reply);
+        true
+    }
+
+    /// The body is in: the decision, made again with it, is carried out. Returns whether a
+    /// reply was sent (or the request released) now.
+    fn decide_read(&self, context_id: u32) -> bool {
+        let Some((header_block, source, body)) = self.reads.try_borrow().ok().and_then(|r| {
+            r.get(context_id).map(|read| {
+                (
+                    read.header_block.clone(),
+                    read.source.clone(),
+                    read.body.clone(),
+                )
+            })
+        }) else {
+            return false;
+        };
+        let Some(decision) =
+            self.decide(&header_block, true, false, source.as_deref(), Some(&body))
+        else {
+            host::send_reply(&replies::jwks_unavailable(None));
+            return true;
+        };
+        let step = match decision.step {
+            Step::WaitForKeys { provider } => {
+                self.add_waiter(context_id, provider, header_block);
+                return false;
+            }
+            Step::CallAuthz(call) => {
+                match self.start_authz(context_id, *call, Owner::Http(context_id)) {
+                    Some(decision) => decision.step,
+                    None => return false,
+                }
+            }
+            other => other,
+        };
+        let request_id = decision_request_id(&Decision {
+            step: step.clone(),
+            log: String::new(),
+        });
+        self.execute_paused(context_id, step, request_id.as_deref());
+        true
+    }
+
+    /// Lets a request whose body was read go on: the mark off, its path and credentials back,
+    /// the decision's headers on, and the companion resumed. The effective context is the
+    /// request's (authgate's side); it is again when this returns.
+    fn release(
+        &self,
+        context_id: u32,
+        remove: &[String],
+        add: &[(String, String)],
+        rewrite: &Rewrite,
+        watch: Option<TokenHash>,
+    ) {
+        let Some(read) = self
+            .reads
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut r| r.remove(context_id))
+        else {
+            host::send_reply(&replies::jwks_unavailable(None));
+            return;
+        };
+        let Some(companion) = hold::release(&read.nonce) else {
+            // Nothing holds it here: it never goes on from authgate's side.
+            host::send_reply(&mcp::unreadable(
+                "the gateway lost the request it was holding; retry",
+            ));
+            return;
+        };
+        // authgate let the headers go on (Envoy no longer lends it the header map): they are
+        // changed, and the request resumed, as the companion, which holds them.
+        if !host::set_effective_context(companion) {
+            host::send_reply(&mcp::unreadable(
+                "the gateway lost the request it was holding; retry",
+            ));
+            return;
+        }
+        host::remove_request_header(HOLD_HEADER);
+        host::set_request_header(":path", &read.path);
+        for (name, value) in &read.credentials {
+            host::add_request_header(name, value);
+        }
+        self.let_through(context_id, remove, add, rewrite, watch);
+        host::resume_request();
+        host::set_effective_context(context_id);
     }
 
     /// Carries out decisions for paused requests: `current` is the context whose callback this
@@ -849,20 +1052,38 @@ impl Vm {
                 rewrite,
                 watch,
             } => {
-                self.let_through(context_id, &remove, &add, &rewrite, watch);
-                host::resume_request();
+                if self.is_read(context_id) {
+                    self.release(context_id, &remove, &add, &rewrite, watch);
+                } else {
+                    self.let_through(context_id, &remove, &add, &rewrite, watch);
+                    host::resume_request();
+                }
             }
             Step::Respond(reply) => host::send_reply(&reply),
+            Step::SessionReply(reply) if self.is_read(context_id) => {
+                // The body was read for the MCP rule, not for the reply's shape.
+                host::send_reply(&reply.build(&BodyFacts::NotJson));
+            }
             Step::SessionReply(reply) => {
                 self.reply_after_body(context_id, *reply, true);
             }
             // A request that waited once is answered, never paused again; an authorization call
-            // is started before a resumed request gets here; sign-in paths never wait.
-            Step::WaitForKeys { .. } | Step::CallAuthz(_) | Step::SignIn(_) | Step::Renew(_) => {
+            // is started before a resumed request gets here; sign-in paths never wait; an MCP
+            // request waits for keys only with its body read.
+            Step::WaitForKeys { .. }
+            | Step::CallAuthz(_)
+            | Step::SignIn(_)
+            | Step::Renew(_)
+            | Step::ReadBody => {
                 host::send_reply(&replies::jwks_unavailable(request_id));
             }
         }
     }
+}
+
+/// A fresh mark for a held request: the companion files it under this.
+fn hold_nonce() -> String {
+    format!("{:016x}", host::random_u64())
 }
 
 /// The request id a decision carries, for the rare reply built here.

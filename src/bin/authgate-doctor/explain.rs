@@ -161,15 +161,26 @@ fn decide(config: &Config, state: &mut State, token: &str, args: &[String], now_
     let path = option(args, "--path").unwrap_or("/");
     let host = option(args, "--host").unwrap_or("localhost");
     let bearer = format!("Bearer {token}");
+    // An MCP request: its JSON-RPC body (`--body JSON`, or `--body @FILE`).
+    let body = match option(args, "--body") {
+        Some(file) if file.starts_with('@') => match std::fs::read(&file[1..]) {
+            Ok(body) => Some(body),
+            Err(e) => return Outcome::Usage(format!("--body {file}: {e}")),
+        },
+        Some(text) => Some(text.as_bytes().to_vec()),
+        None => None,
+    };
     let headers = [
         (":method", method.as_str()),
         (":path", path),
         (":authority", host),
         ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
     ];
     let request = Request::new(&headers)
         .with_source_address(Some("127.0.0.1:1"))
-        .with_end_of_stream(true);
+        .with_end_of_stream(body.is_none())
+        .with_body(body.as_deref());
     if let Some(index) = authgate::core::policy::rules::matching_rule(&config.rules, &request) {
         println!("  rule: rules[{index}] matches {method} {host}{path}");
     }
@@ -220,6 +231,10 @@ fn decide(config: &Config, state: &mut State, token: &str, args: &[String], now_
         }
         Step::SignIn(_) | Step::Renew(_) => {
             println!("✗ a sign-in callback, answered by the gateway itself");
+            Outcome::NotFine
+        }
+        Step::ReadBody => {
+            println!("? an MCP rule decides on the JSON-RPC body: pass it with --body JSON");
             Outcome::NotFine
         }
     }

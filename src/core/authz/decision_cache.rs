@@ -11,6 +11,7 @@ use lru::LruCache;
 use sha2::{Digest, Sha256};
 
 use crate::core::jwt::token_cache::TokenHash;
+use crate::core::policy::mcp::Call;
 
 pub type DecisionKey = [u8; 32];
 
@@ -23,6 +24,7 @@ pub fn key(
     host: &str,
     path: &str,
     client_ip: Option<IpAddr>,
+    mcp: Option<&Call>,
 ) -> DecisionKey {
     let mut hasher = Sha256::new();
     hasher.update(credential);
@@ -34,6 +36,16 @@ pub fn key(
     hasher.update([0]);
     if let Some(ip) = client_ip {
         hasher.update(ip.to_string().as_bytes());
+    }
+    hasher.update([0]);
+    // Length-prefixed: method and name are client text, and may hold any byte.
+    if let Some(call) = mcp {
+        for part in [Some(call.method.as_str()), call.name.as_deref()] {
+            let part = part.unwrap_or("");
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        hasher.update([u8::from(call.name.is_some())]);
     }
     hasher.finalize().into()
 }
@@ -156,17 +168,42 @@ mod tests {
         let deny = Decided::Deny {
             reason: Rc::from("no"),
         };
-        let a = key(&[1; 32], "GET", "API.example.com", "/a", None);
-        assert_eq!(a, key(&[1; 32], "GET", "api.example.com", "/a", None));
-        assert_ne!(a, key(&[1; 32], "GET", "api.example.com", "/b", None));
-        assert_ne!(a, key(&[2; 32], "GET", "api.example.com", "/a", None));
+        let a = key(&[1; 32], "GET", "API.example.com", "/a", None, None);
+        assert_eq!(a, key(&[1; 32], "GET", "api.example.com", "/a", None, None));
+        assert_ne!(a, key(&[1; 32], "GET", "api.example.com", "/b", None, None));
+        assert_ne!(a, key(&[2; 32], "GET", "api.example.com", "/a", None, None));
         let ip = |s: &str| s.parse().ok();
-        let from = key(&[1; 32], "GET", "api.example.com", "/a", ip("10.0.0.1"));
+        let from = key(
+            &[1; 32],
+            "GET",
+            "api.example.com",
+            "/a",
+            ip("10.0.0.1"),
+            None,
+        );
         assert_ne!(a, from);
         assert_ne!(
             from,
-            key(&[1; 32], "GET", "api.example.com", "/a", ip("10.0.0.2"))
+            key(
+                &[1; 32],
+                "GET",
+                "api.example.com",
+                "/a",
+                ip("10.0.0.2"),
+                None
+            )
         );
+        // Each MCP call is its own question; the parts cannot run into each other.
+        let call = |method: &str, name: Option<&str>| Call {
+            method: method.to_string(),
+            name: name.map(str::to_string),
+        };
+        let mcp = |c: &Call| key(&[1; 32], "POST", "h", "/mcp", None, Some(c));
+        let deploy = mcp(&call("tools/call", Some("deploy")));
+        assert_ne!(deploy, mcp(&call("tools/call", Some("deploy_prod"))));
+        assert_ne!(deploy, key(&[1; 32], "POST", "h", "/mcp", None, None));
+        assert_ne!(mcp(&call("a", Some("bc"))), mcp(&call("ab", Some("c"))));
+        assert_ne!(mcp(&call("a", None)), mcp(&call("a", Some(""))));
         cache.insert(a, [1; 32], deny.clone(), 1_000, 0);
         assert_eq!(cache.get(&a, 999), Lookup::Fresh(deny.clone()));
         assert_eq!(

@@ -11,6 +11,7 @@ use crate::core::authz::template::Template;
 use crate::core::config_error::ConfigError;
 use crate::core::credentials::Kind;
 use crate::core::identity::Identity;
+use crate::core::policy::mcp::Call;
 use crate::core::syntax::{is_header_name, is_protected_header};
 
 pub mod raw {
@@ -321,6 +322,14 @@ impl Enterprise {
                 body
             }
         };
+        if let (Dialect::Authgate, Some(mcp), Some(object)) =
+            (&self.dialect, call.mcp, body.as_object_mut())
+        {
+            object.insert(
+                "mcp".to_string(),
+                json!({"method": mcp.method, "name": mcp.name}),
+            );
+        }
         // With a role hierarchy the service also learns what the roles include.
         if let (Dialect::Authgate, Some(effective)) = (
             &self.dialect,
@@ -371,6 +380,8 @@ pub struct CallInput<'a> {
     pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,
+    /// The JSON-RPC call an MCP rule judged (`match.mcp`), when one did.
+    pub mcp: Option<&'a Call>,
 }
 
 impl CallInput<'_> {
@@ -616,6 +627,7 @@ mod tests {
             method: "POST",
             host: "api.example.com",
             path: "/v1/chat",
+            mcp: None,
         };
         let body: Value = serde_json::from_slice(&e.request_body(&call)).unwrap();
         assert_eq!(

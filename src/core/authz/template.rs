@@ -19,6 +19,8 @@ enum Part {
     Method,
     Host,
     Path,
+    McpMethod,
+    McpName,
 }
 
 impl Template {
@@ -47,13 +49,15 @@ impl Template {
                 "request.method" => Part::Method,
                 "request.host" => Part::Host,
                 "request.path" => Part::Path,
+                "mcp.method" => Part::McpMethod,
+                "mcp.name" => Part::McpName,
                 other => {
                     return Err(ConfigError::new(
                         at,
                         format!(
                             "unknown placeholder {{{other}}}; use subject.id, subject.kind, \
-                             subject.issuer, user_email, client_ip, request.method, request.host \
-                             or request.path"
+                             subject.issuer, user_email, client_ip, request.method, request.host, \
+                             request.path, mcp.method or mcp.name"
                         ),
                     ))
                 }
@@ -86,6 +90,11 @@ impl Template {
                 Part::Method => out.push_str(call.method),
                 Part::Host => out.push_str(call.host),
                 Part::Path => out.push_str(call.path),
+                // Empty when no MCP rule judged the request.
+                Part::McpMethod => out.push_str(call.mcp.map_or("", |c| c.method.as_str())),
+                Part::McpName => {
+                    out.push_str(call.mcp.and_then(|c| c.name.as_deref()).unwrap_or(""))
+                }
             }
         }
         out

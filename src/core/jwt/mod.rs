@@ -7,7 +7,6 @@ mod alg;
 pub mod check;
 mod claims;
 pub mod discovery;
-mod json_strict;
 pub mod jwks;
 pub mod keystate;
 pub mod montgomery;

@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
+use crate::core::json_strict;
 use crate::core::jwt::alg::{self, Alg};
-use crate::core::jwt::json_strict;
 use crate::core::jwt::jwks::KeySet;
 use crate::core::jwt::provider::Provider;
 

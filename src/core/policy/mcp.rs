@@ -1,8 +1,7 @@
 //! MCP requests as rules see them: the JSON-RPC call(s) in a request body (a batch holds at most
 //! 32), the `Mcp-Method`/`Mcp-Name` headers that must agree with the body (a name may arrive
 //! wrapped as `=?base64?…?=`), and `match.mcp` (methods, and tool names as globs). A request is
-//! never judged on its headers alone. Not wired to requests yet: the next step reads the body
-//! through the companion.
+//! never judged on its headers alone: the engine asks for the body (`Step::ReadBody`).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -40,20 +39,47 @@ impl McpError {
 
     /// A JSON-RPC-shaped 400 (error code -32600, invalid request).
     pub fn reply(&self) -> Reply {
-        Reply {
-            status: 400,
-            headers: vec![("content-type".to_string(), "application/json".to_string())],
-            body: json!({"jsonrpc": "2.0", "id": null,
-                         "error": {"code": -32600, "message": self.message()}})
-            .to_string(),
-        }
+        jsonrpc_error(400, -32600, self.message())
     }
 }
 
-/// The calls in a request body: one object, or a batch (an array of 1 to 32).
+/// A JSON-RPC-shaped error reply (no request id can be known: the body is not read).
+fn jsonrpc_error(status: u16, code: i32, message: &str) -> Reply {
+    Reply {
+        status,
+        headers: vec![("content-type".to_string(), "application/json".to_string())],
+        body: json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})
+            .to_string(),
+    }
+}
+
+/// A body past `mcp.max_body_bytes`: 413.
+pub fn too_large(max_bytes: usize) -> Reply {
+    jsonrpc_error(
+        413,
+        -32600,
+        &format!(
+            "the request body exceeds the gateway's limit of {max_bytes} bytes for MCP requests"
+        ),
+    )
+}
+
+/// The body cannot be read here (no body_hold companion in this VM, or too many held): 503.
+pub fn unreadable(why: &str) -> Reply {
+    let mut reply = jsonrpc_error(503, -32603, why);
+    reply
+        .headers
+        .push(("retry-after".to_string(), "1".to_string()));
+    reply
+}
+
+/// The calls in a request body: one object, or a batch (an array of 1 to 32). JSON-RPC
+/// responses a client posts back (to a server's sampling or elicitation request) are no calls.
+/// A body that repeats a member name anywhere is refused: parsers disagree on which one counts.
 pub fn calls(body: &[u8]) -> Result<Vec<Call>, McpError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|_| McpError::NotJsonRpc("the body is not JSON"))?;
+    let value = crate::core::json_strict::parse(body).ok_or(McpError::NotJsonRpc(
+        "the body is not JSON (or repeats a member name)",
+    ))?;
     let items = match value {
         Value::Array(items) if items.is_empty() => {
             return Err(McpError::NotJsonRpc("an empty batch"))
@@ -62,24 +88,31 @@ pub fn calls(body: &[u8]) -> Result<Vec<Call>, McpError> {
         Value::Array(items) => items,
         single => vec![single],
     };
-    items
-        .iter()
-        .map(|item| {
-            let method = item
-                .get("method")
-                .and_then(Value::as_str)
-                .ok_or(McpError::NotJsonRpc("a JSON-RPC call needs a method"))?;
-            let params = item.get("params");
-            let name = params
-                .and_then(|p| p.get("name").or_else(|| p.get("uri")))
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            Ok(Call {
-                method: method.to_string(),
-                name,
-            })
-        })
-        .collect()
+    let mut calls = Vec::with_capacity(items.len());
+    for item in &items {
+        let Some(object) = item.as_object() else {
+            return Err(McpError::NotJsonRpc("a JSON-RPC message is an object"));
+        };
+        let method = match object.get("method") {
+            Some(Value::String(method)) => method,
+            None if object.contains_key("result") || object.contains_key("error") => continue,
+            _ => return Err(McpError::NotJsonRpc("a JSON-RPC call needs a method")),
+        };
+        let name = match object.get("params") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(params)) => match params.get("name").or_else(|| params.get("uri")) {
+                None => None,
+                Some(Value::String(name)) => Some(name.clone()),
+                Some(_) => return Err(McpError::NotJsonRpc("params.name is not a string")),
+            },
+            Some(_) => return Err(McpError::NotJsonRpc("params is not an object")),
+        };
+        calls.push(Call {
+            method: method.clone(),
+            name,
+        });
+    }
+    Ok(calls)
 }
 
 /// An `Mcp-Name` value as sent: plain, or `=?base64?<base64 of UTF-8>?=`.
@@ -172,6 +205,16 @@ mod tests {
             Err(McpError::BatchTooLarge)
         );
         assert!(calls(b"[]").is_err() && calls(b"{").is_err() && calls(br#"{"id": 1}"#).is_err());
+        // A name said twice means what each parser picks: refused.
+        let twice =
+            br#"{"method": "tools/call", "params": {"name": "read", "name": "deploy_prod"}}"#;
+        assert!(calls(twice).is_err());
+        assert!(calls(br#"{"method": "tools/call", "params": {"name": 7}}"#).is_err());
+        // A response posted back is no call; a batch of them holds none.
+        assert_eq!(
+            calls(br#"{"jsonrpc": "2.0", "id": 3, "result": {}}"#),
+            Ok(vec![])
+        );
 
         assert_eq!(check_headers(&one, None, None), Ok(()));
         assert_eq!(

@@ -4,7 +4,8 @@
 use crate::core::config_error::ConfigError;
 use crate::core::credentials::{OpaqueTokens, Requirement};
 use crate::core::jwt::provider::Provider;
-use crate::core::policy::glob::HostGlob;
+use crate::core::policy::glob::{HostGlob, NameGlob};
+use crate::core::policy::mcp::{Call, McpMatch};
 use crate::core::policy::paths;
 use crate::core::replies::session::SessionReply;
 use crate::core::request::Request;
@@ -44,6 +45,17 @@ pub mod raw {
         pub methods: Vec<String>,
         #[serde(default)]
         pub hosts: Vec<String>,
+        pub mcp: Option<Mcp>,
+    }
+
+    /// `match.mcp`: JSON-RPC methods (exact) and tool, prompt or resource names (globs).
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Mcp {
+        #[serde(default)]
+        pub methods: Vec<String>,
+        #[serde(default)]
+        pub names: Vec<String>,
     }
 }
 
@@ -62,6 +74,8 @@ pub struct Rule {
     pub enterprise: bool,
     /// A browser navigating without a credential is sent to sign in.
     pub login: bool,
+    /// Matches only MCP requests whose JSON-RPC call this selects (the body is read first).
+    pub mcp: Option<McpMatch>,
 }
 
 /// The credentials configured, for checking what rules ask for.
@@ -111,6 +125,10 @@ pub(crate) fn compile_rule(
             .map_err(|e| ConfigError::new(format!("{path}.match.hosts[{i}]"), e))?;
         hosts.push(glob);
     }
+    let mcp = matcher
+        .mcp
+        .map(|raw| compile_mcp(&format!("{path}.match.mcp"), raw))
+        .transpose()?;
     if raw.public && !raw.requires_any.is_empty() {
         return Err(ConfigError::new(
             format!("{path}.requires_any"),
@@ -171,6 +189,7 @@ pub(crate) fn compile_rule(
         ));
     }
     Ok(Rule {
+        mcp,
         login: raw.login,
         path: matcher.path,
         prefix: matcher.prefix,
@@ -182,6 +201,29 @@ pub(crate) fn compile_rule(
         require_roles: raw.require_roles,
         session_reply: raw.session_reply.unwrap_or_default(),
         enterprise: raw.enterprise,
+    })
+}
+
+fn compile_mcp(at: &str, raw: raw::Mcp) -> Result<McpMatch, ConfigError> {
+    if let Some(i) = raw
+        .methods
+        .iter()
+        .position(|m| m.is_empty() || m.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(ConfigError::new(
+            format!("{at}.methods[{i}]"),
+            "a JSON-RPC method name such as \"tools/call\"",
+        ));
+    }
+    let mut names = Vec::with_capacity(raw.names.len());
+    for (i, name) in raw.names.iter().enumerate() {
+        names.push(
+            NameGlob::new(name).map_err(|e| ConfigError::new(format!("{at}.names[{i}]"), e))?,
+        );
+    }
+    Ok(McpMatch {
+        methods: raw.methods,
+        names,
     })
 }
 
@@ -248,7 +290,19 @@ pub fn matching_rule(rules: &[Rule], request: &Request<'_>) -> Option<usize> {
     rules.iter().position(|rule| rule_matches(rule, request))
 }
 
-/// Whether `rule` matches the request: its (normalised) path, its method (`HEAD` is matched as
+/// Whether `rule` decides an MCP request's call (None: the request carries none, e.g. it has no
+/// body): a rule without `match.mcp` matches as `rule_matches` says; one with it, only a call it
+/// selects.
+pub fn rule_matches_call(rule: &Rule, request: &Request<'_>, call: Option<&Call>) -> bool {
+    let selected = match (&rule.mcp, call) {
+        (None, _) => true,
+        (Some(mcp), Some(call)) => mcp.matches(call),
+        (Some(_), None) => false,
+    };
+    selected && rule_matches(rule, request)
+}
+
+/// Whether `rule` matches the request, `match.mcp` aside: its (normalised) path, its method (`HEAD` is matched as
 /// `GET`, which it is to every server), its host.
 pub fn rule_matches(rule: &Rule, request: &Request<'_>) -> bool {
     let path = request.path();

@@ -14,10 +14,17 @@ use serde_json::{Map, Number, Value};
 /// in it, at any depth, repeats a member name. Escapes are decoded first, so `"sub"` and
 /// `"s\u0075b"` count as the same name.
 pub fn parse_object(json: &[u8]) -> Option<Map<String, Value>> {
-    match serde_json::from_slice::<Strict>(json).ok()?.0 {
+    match parse(json)? {
         Value::Object(object) => Some(object),
         _ => None,
     }
+}
+
+/// Any JSON value in `json`, under the same rule: no object in it repeats a member name.
+pub fn parse(json: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Strict>(json)
+        .ok()
+        .map(|strict| strict.0)
 }
 
 struct Strict(Value);
