@@ -133,6 +133,22 @@ function makeProvider(issuer) {
       profile: ['name'],
     },
     scopes: ALL_SCOPES,
+    // MCP mode: a registered client may later ask for more of the resource's scopes. The MCP SDK
+    // registers with the scope of the first challenge and steps up from there (403
+    // insufficient_scope, SEP-2350); a client's own `scope` metadata would cap it, as most
+    // authorization servers' dynamic registration does not.
+    ...(mcp ? {
+      extraClientMetadata: {
+        properties: ['authgate_step_up'],
+        validator(ctx, key, value, metadata) {
+          const unknown = String(metadata.scope || '').split(' ').filter((v) => v && !ALL_SCOPES.includes(v));
+          if (unknown.length) {
+            throw new errors.InvalidClientMetadata(`scope must only contain supported scopes: ${unknown.join(' ')}`);
+          }
+          delete metadata.scope;
+        },
+      },
+    } : {}),
     conformIdTokenClaims: false, // put scope-derived claims (email, name) in the ID token
     pkce: { required: () => true }, // S256 is the only method oidc-provider v9 supports
     responseTypes: ['code'],

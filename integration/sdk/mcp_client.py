@@ -5,7 +5,12 @@ the resource and lists and calls tools. Prints JSON: the tool names and the call
 error.
 
     python mcp_client.py --url http://127.0.0.1:PORT/mcp --login alice@example.com --password PW
-        [--tool read_docs] [--scope "mcp:tools"]
+        [--tool read_docs] [--scope "mcp:tools"] [--mode auto|legacy]
+
+`--mode auto` (the SDK's default) probes `server/discover` and sends `Mcp-Method`/`Mcp-Name`
+headers; `legacy` makes the 2025 `initialize` handshake without them. The output also lists every
+exchange with the gateway (method, `Mcp-Method`, `Mcp-Name`, status), so a test can see the
+challenges and the step-up.
 """
 
 import argparse
@@ -19,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from smoke import Browser, parse  # noqa: E402  (the OP's own login-form driver)
 
 import httpx2  # noqa: E402
+from mcp.client._probe import negotiate_auto  # noqa: E402
 from mcp.client.auth import OAuthClientProvider  # noqa: E402
 from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
@@ -50,6 +56,7 @@ async def run(args):
     landed = {}
 
     async def redirect_handler(url):
+        landed.clear()
         status, where, body = browser.follow(url, stop_prefix=REDIRECT)
         if status != "stopped":
             form = parse(body)
@@ -78,11 +85,26 @@ async def run(args):
         redirect_handler=redirect_handler,
         callback_handler=callback_handler,
     )
-    out = {}
-    async with httpx2.AsyncClient(auth=auth, timeout=20) as http:
+    out = {"exchanges": []}
+    async def record(response):
+        request = response.request
+        if str(request.url).startswith(args.url):
+            out["exchanges"].append({
+                "method": request.method,
+                "mcp_method": request.headers.get("mcp-method"),
+                "mcp_name": request.headers.get("mcp-name"),
+                "status": response.status_code,
+                "challenge": response.headers.get("www-authenticate"),
+            })
+
+    hooks = {"response": [record]}
+    async with httpx2.AsyncClient(auth=auth, timeout=20, event_hooks=hooks) as http:
         async with streamable_http_client(args.url, http_client=http) as (read, write, *_):
             async with ClientSession(read, write) as session:
-                await session.initialize()
+                if args.mode == "legacy":
+                    await session.initialize()
+                else:
+                    await negotiate_auto(session)
                 tools = await session.list_tools()
                 out["tools"] = sorted(t.name for t in tools.tools)
                 result = await session.call_tool(args.tool, {"topic": "x", "version": "1.2.3"})
@@ -100,6 +122,7 @@ def main():
     parser.add_argument("--password", required=True)
     parser.add_argument("--tool", default="read_docs")
     parser.add_argument("--scope", default="mcp:tools")
+    parser.add_argument("--mode", choices=["auto", "legacy"], default="auto")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args))))
 

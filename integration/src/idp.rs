@@ -19,6 +19,7 @@ pub struct Idp {
     child: Child,
     pub issuer: String,
     pub port: u16,
+    log: std::path::PathBuf,
 }
 
 impl Idp {
@@ -83,6 +84,7 @@ impl Idp {
                     child,
                     issuer: format!("http://{IDP_HOST}:{port}"),
                     port,
+                    log: log_file,
                 });
             }
             let exited = matches!(child.try_wait(), Ok(Some(_)));
@@ -94,6 +96,15 @@ impl Idp {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl Idp {
+    /// The last `lines` of the provider's log, for a failing test's message.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 }
 

@@ -184,7 +184,9 @@ fn require_audience_accepts_only_tokens_issued_for_the_resource() {
 
 /// The official MCP Python SDK on both sides: its server behind Envoy + authgate, its client
 /// with the OAuth client provider against a real authorization server (oidc-provider with
-/// dynamic client registration, resource indicators and JWT access tokens).
+/// dynamic client registration, resource indicators and JWT access tokens). The SDK's default
+/// (modern) client steps up from `mcp:tools` to `mcp:deploy` when a tool needs it; its legacy
+/// mode (no `Mcp-*` headers) is judged on the body and keeps working.
 #[test]
 fn an_mcp_client_discovers_registers_signs_in_and_calls_tools_through_the_gateway() {
     use authgate_integration::envoy::free_port;
@@ -213,53 +215,85 @@ fn an_mcp_client_discovers_registers_signs_in_and_calls_tools_through_the_gatewa
     let plugin = json!({
         "jwt_providers": {"idp": {"issuer": issuer,
             "remote_jwks": {"cluster": "idp", "uri": format!("{issuer}/jwks")}}},
-        "rules": [{"match": {"prefix": "/mcp"}, "requires_any": ["jwt:idp"],
-                   "require_scopes": ["mcp:tools"]}],
+        "rules": [
+            {"match": {"prefix": "/mcp", "mcp": {"methods": ["tools/call"], "names": ["deploy_*"]}},
+             "requires_any": ["jwt:idp"], "require_scopes": ["mcp:deploy"]},
+            {"match": {"prefix": "/mcp"}, "requires_any": ["jwt:idp"],
+             "require_scopes": ["mcp:tools"]}
+        ],
         "protected_resources": [{"resource": resource, "match": {"prefix": "/mcp"},
                                  "authorization_servers": [issuer],
                                  "scopes_supported": ["mcp:tools", "mcp:deploy"],
-                                 "require_audience": true}]
+                                 "require_audience": true}],
+        "session": {"hold_companion": true}
     });
     let config = EnvoyConfig::new(&plugin, mcp_port)
         .cluster_at("idp", IDP_HOST, idp.port)
-        .listener_port(port);
+        .listener_port(port)
+        .hold_companion();
     let envoy = Envoy::start(&config).unwrap_or_else(|e| panic!("starting envoy: {e}"));
     // The MCP server takes a moment to listen.
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let output = Command::new(&python)
-        .arg(repo_root().join("integration/sdk/mcp_client.py"))
-        .args([
-            "--url",
-            &resource,
-            "--login",
-            "alice@example.com",
-            "--password",
-            "alice-pw",
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("running the MCP client: {e}"));
-    let _ = server.kill();
-    let _ = server.wait();
-    let shown: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    let client = |mode: &str, tool: &str| {
+        let output = Command::new(&python)
+            .arg(repo_root().join("integration/sdk/mcp_client.py"))
+            .args(["--url", &resource, "--login", "alice@example.com"])
+            .args(["--password", "alice-pw", "--mode", mode, "--tool", tool])
+            .output()
+            .unwrap_or_else(|e| panic!("running the MCP client: {e}"));
+        let shown: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let stderr: String = String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .rev()
+            .take(25)
+            .collect::<Vec<_>>()
+            .join("\n");
+        (shown, stderr)
+    };
     let mut checks = Checks::new();
+
+    let (shown, stderr) = client("auto", "deploy_prod");
+    let exchanges = shown["exchanges"].as_array().cloned().unwrap_or_default();
+    let sent = |method: &str, name: Option<&str>| {
+        exchanges
+            .iter()
+            .any(|e| e["mcp_method"] == method && name.is_none_or(|n| e["mcp_name"] == n))
+    };
+    let stepped_up = exchanges.iter().any(|e| {
+        e["status"] == 403
+            && e["challenge"].as_str().is_some_and(|c| {
+                c.contains("error=\"insufficient_scope\"") && c.contains("scope=\"mcp:deploy\"")
+            })
+    });
     checks.check(
-        "the SDK client found its way (401 → metadata → registration → sign-in → token for the \
-         resource) and listed and called tools through the gateway",
+        "the SDK client (modern mode) found its way (401 → metadata → registration → sign-in → \
+         token for the resource), listed tools, got 403 insufficient_scope on deploy_prod, stepped \
+         up to mcp:deploy and deployed",
         (shown["tools"] == json!(["deploy_prod", "read_docs"])
             && shown["text"]
                 .as_str()
-                .is_some_and(|t| t.contains("docs about x")))
+                .is_some_and(|t| t.contains("deployed 1.2.3"))
+            && stepped_up
+            && sent("server/discover", None)
+            && sent("tools/call", Some("deploy_prod")))
         .then_some(())
-        .ok_or(format!(
-            "{shown}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .rev()
-                .take(25)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )),
+        .ok_or(format!("{shown}\n{stderr}\nOP log:\n{}", idp.log_tail(30))),
     );
+
+    let (shown, stderr) = client("legacy", "read_docs");
+    let exchanges = shown["exchanges"].as_array().cloned().unwrap_or_default();
+    checks.check(
+        "the SDK's legacy mode (initialize, no Mcp-* headers) is judged on the body and works",
+        (shown["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("docs about x"))
+            && !exchanges.is_empty()
+            && exchanges.iter().all(|e| e["mcp_method"].is_null()))
+        .then_some(())
+        .ok_or(format!("{shown}\n{stderr}")),
+    );
+    let _ = server.kill();
+    let _ = server.wait();
     drop(envoy);
     checks.finish();
 }

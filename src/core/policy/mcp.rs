@@ -14,7 +14,7 @@ use crate::core::replies::Reply;
 pub const MAX_BATCH: usize = 32;
 
 /// One JSON-RPC call: its method and, for the methods that name a tool, prompt or resource,
-/// that name (`params.name`, else `params.uri`).
+/// that name (`params.uri` for `resources/…`, else `params.name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
     pub method: String,
@@ -98,9 +98,15 @@ pub fn calls(body: &[u8]) -> Result<Vec<Call>, McpError> {
             None if object.contains_key("result") || object.contains_key("error") => continue,
             _ => return Err(McpError::NotJsonRpc("a JSON-RPC call needs a method")),
         };
+        // The member the MCP spec mirrors into `Mcp-Name`: a resource's `uri`, else `name`.
+        let key = if method.starts_with("resources/") {
+            "uri"
+        } else {
+            "name"
+        };
         let name = match object.get("params") {
             None | Some(Value::Null) => None,
-            Some(Value::Object(params)) => match params.get("name").or_else(|| params.get("uri")) {
+            Some(Value::Object(params)) => match params.get(key) {
                 None => None,
                 Some(Value::String(name)) => Some(name.clone()),
                 Some(_) => return Err(McpError::NotJsonRpc("params.name is not a string")),
@@ -210,6 +216,10 @@ mod tests {
             br#"{"method": "tools/call", "params": {"name": "read", "name": "deploy_prod"}}"#;
         assert!(calls(twice).is_err());
         assert!(calls(br#"{"method": "tools/call", "params": {"name": 7}}"#).is_err());
+        // A resource is named by its uri, whatever else params holds.
+        let read =
+            br#"{"method": "resources/read", "params": {"uri": "file:///a", "name": "deploy_x"}}"#;
+        assert_eq!(calls(read).unwrap()[0].name.as_deref(), Some("file:///a"));
         // A response posted back is no call; a batch of them holds none.
         assert_eq!(
             calls(br#"{"jsonrpc": "2.0", "id": 3, "result": {}}"#),
