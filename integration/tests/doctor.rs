@@ -450,8 +450,11 @@ fn login_check_tries_the_sign_in_setup_against_the_identity_provider() {
 fn explain_shows_a_protected_resources_challenge() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut plugin = corp_config(local_provider(&[FixtureKey::Rsa1]));
-    plugin["rules"] = json!([{"match": {"prefix": "/mcp"}, "requires_any": ["jwt:corp"],
-                              "require_scopes": ["mcp:tools"]}]);
+    plugin["rules"] = json!([
+        {"match": {"prefix": "/mcp", "mcp": {"methods": ["tools/call"], "names": ["deploy_*"]}},
+         "requires_any": ["jwt:corp"], "require_scopes": ["mcp:deploy"]},
+        {"match": {"prefix": "/mcp"}, "requires_any": ["jwt:corp"], "require_scopes": ["mcp:tools"]}]);
+    plugin["session"] = json!({"hold_companion": true});
     plugin["protected_resources"] = json!([{
         "resource": "https://mcp.example.com/mcp", "match": {"prefix": "/mcp"},
         "authorization_servers": ["https://idp.example.com/realms/corp"]}]);
@@ -467,6 +470,16 @@ fn explain_shows_a_protected_resources_challenge() {
             1,
             &["WWW-Authenticate: Bearer error=\"insufficient_scope\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:tools\""],
         ),
+    );
+    let deploy =
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy_prod"}}"#;
+    let args = [
+        "explain", &token, "--config", &config, "--method", "POST", "--path", "/mcp", "--body",
+        deploy,
+    ];
+    checks.check(
+        "a deploy_* call: the per-tool rule's challenge",
+        expect(&doctor(&args, None), 1, &["scope=\"mcp:deploy\""]),
     );
     checks.finish();
 }

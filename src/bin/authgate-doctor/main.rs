@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 const USAGE: &str = "usage:
   authgate-doctor validate CONFIG.json
   authgate-doctor explain TOKEN --config CONFIG.json [--jwks FILE|URL] [--method M] [--path P]
-                                [--host H] [--now UNIX_SECONDS]
+                                [--host H] [--now UNIX_SECONDS] [--body JSON|@FILE]
   authgate-doctor probe-authz URL [--authority HOST] [--timeout-ms N]
   authgate-doctor hash-key KEY|-        (- reads the key from standard input)
   authgate-doctor info --admin http://HOST:PORT [--interval SECONDS]   (a running gateway's stats)
