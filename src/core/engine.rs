@@ -370,6 +370,16 @@ fn decide_mcp(
             Err(error) => return refuse(error, effects.metrics),
         },
     };
+    // Said twice, a header means what each reader picks: refused like a repeated JSON member.
+    let repeated = ["mcp-method", "mcp-name"]
+        .iter()
+        .any(|name| request.headers().filter(|(n, _)| n == name).count() > 1);
+    if repeated {
+        return refuse(
+            mcp::McpError::Mismatch("Mcp-Method and Mcp-Name may appear once each"),
+            effects.metrics,
+        );
+    }
     if let Err(error) = mcp::check_headers(
         &calls,
         request.header("mcp-method"),

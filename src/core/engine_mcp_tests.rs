@@ -209,6 +209,11 @@ fn headers_that_disagree_with_the_body_are_refused() {
     );
     sent.headers.push(("mcp-name", wrapped));
     assert_eq!(status(&decide_once(&config, &sent)), 200);
+    // Said twice, a header is refused whatever its copies say.
+    let mut twice = post(&deployer, Some(call("deploy_prod")));
+    twice.headers.push(("mcp-name", "deploy_prod".to_string()));
+    twice.headers.push(("mcp-name", "read_docs".to_string()));
+    assert_eq!(status(&decide_once(&config, &twice)), 400);
     // Not JSON-RPC at all: 400, never the weaker rule.
     let mut garbage = post(&deployer, None);
     garbage.body = Some(json!("just a string"));
