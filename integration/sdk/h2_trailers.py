@@ -3,6 +3,10 @@ send through Envoy; prints {"status", "body", "timed_out"} as JSON. Uses the `h2
 the framing is a well-known implementation's, not ours.
 
 usage: h2_trailers.py PORT PATH [HEADER=VALUE ...] --body TEXT [--no-trailers]
+       h2_trailers.py PORT PATH [HEADER=VALUE ...] --frames JSON_LIST [--no-trailers]
+
+--frames sends the body as those DATA frames, 100 ms apart (the last one ends the stream unless
+trailers follow).
 """
 
 import json
@@ -19,8 +23,12 @@ def main() -> None:
     port, path = int(sys.argv[1]), sys.argv[2]
     args = sys.argv[3:]
     body = args[args.index("--body") + 1].encode() if "--body" in args else b""
+    frames = [body]
+    if "--frames" in args:
+        frames = [f.encode() for f in json.loads(args[args.index("--frames") + 1])]
     trailers = "--no-trailers" not in args
-    extra = [a.split("=", 1) for a in args if "=" in a and not a.startswith("--")]
+    extra = [a.split("=", 1) for a in args
+             if "=" in a and not a.startswith("--") and not a.startswith("[")]
 
     sock = socket.create_connection(("127.0.0.1", port), timeout=1)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -28,7 +36,11 @@ def main() -> None:
     headers = [(":method", "POST"), (":scheme", "http"), (":authority", "gw.test"),
                (":path", path), ("content-type", "application/json")] + extra
     conn.send_headers(1, headers)
-    conn.send_data(1, body, end_stream=not trailers)
+    for i, frame in enumerate(frames):
+        if i:
+            sock.sendall(conn.data_to_send())
+            time.sleep(0.1)
+        conn.send_data(1, frame, end_stream=not trailers and i == len(frames) - 1)
     if trailers:
         conn.send_headers(1, [("x-trailer", "1")], end_stream=True)
     sock.sendall(conn.data_to_send())

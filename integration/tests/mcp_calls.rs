@@ -392,3 +392,220 @@ fn without_the_companion_after_authgate_nothing_reaches_the_upstream() {
     );
     checks.finish();
 }
+
+/// `integration/sdk/h2_trailers.py`: one h2c POST to /mcp with its body in these DATA frames
+/// (then trailers, if asked); the reply as the client saw it.
+fn h2_post(port: u16, token: &str, frames: &[&str], extra: &[&str], trailers: bool) -> Value {
+    use authgate_integration::repo_root;
+    let mut command = std::process::Command::new(repo_root().join(".venv/bin/python"));
+    command
+        .arg(repo_root().join("integration/sdk/h2_trailers.py"))
+        .arg(port.to_string())
+        .arg("/mcp")
+        .arg(format!("authorization=Bearer {token}"))
+        .args(extra)
+        .arg("--frames")
+        .arg(serde_json::to_string(frames).unwrap_or_default());
+    if !trailers {
+        command.arg("--no-trailers");
+    }
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("h2 client: {e}"));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "h2 client output ({e}): {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// HTTP/2 ends a body on its last DATA frame, which may carry data: the whole body must still
+/// reach the upstream, however it is framed, and a refused call none of it.
+#[test]
+fn over_http2_the_upstream_gets_the_whole_body_however_it_is_framed() {
+    let stub = AuthzStub::start(AuthzMode::allow());
+    let gw = gateway(&stub);
+    let tools = token("mcp:tools");
+    let port = gw.envoy.port();
+    let body = call("read_docs").to_string();
+    let (first, second) = body.split_at(body.len() / 2);
+    let length = format!("content-length={}", body.len());
+    let mut checks = Checks::new();
+    let cases: [(&str, Vec<&str>, Vec<&str>, bool); 6] = [
+        ("one frame ending the stream", vec![&body], vec![], false),
+        (
+            "two frames, the second ending it",
+            vec![first, second],
+            vec![],
+            false,
+        ),
+        (
+            "the body, then an empty frame ending it",
+            vec![&body, ""],
+            vec![],
+            false,
+        ),
+        ("the body, then trailers", vec![&body], vec![], true),
+        (
+            "one frame, with content-length",
+            vec![&body],
+            vec![&length],
+            false,
+        ),
+        (
+            "two frames, with content-length",
+            vec![first, second],
+            vec![&length],
+            false,
+        ),
+    ];
+    for (label, frames, extra, trailers) in cases {
+        let reply = h2_post(port, &tools, &frames, &extra, trailers);
+        let seen: Value = reply["body"]
+            .as_str()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or_default();
+        checks.check(
+            &format!("{label}: the upstream got the whole body"),
+            (reply["status"] == 200 && seen["body"].as_str() == Some(body.as_str()))
+                .then_some(())
+                .ok_or(format!("{reply}")),
+        );
+    }
+    let audit = call("audit_log").to_string();
+    let (first, second) = audit.split_at(audit.len() / 2);
+    let reply = h2_post(port, &tools, &[first, second], &[], false);
+    let seen: Value = reply["body"]
+        .as_str()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    checks.check(
+        "a call the service decides: the whole body too",
+        (reply["status"] == 200 && seen["body"].as_str() == Some(audit.as_str()))
+            .then_some(())
+            .ok_or(format!("{reply}")),
+    );
+    let before = gw.upstream.requests();
+    let deploy = call("deploy_prod").to_string();
+    let reply = h2_post(port, &tools, &[&deploy], &[], false);
+    checks.check(
+        "deploy_prod in one frame without the scope: 403, nothing upstream",
+        (reply["status"] == 403 && gw.upstream.requests() == before)
+            .then_some(())
+            .ok_or(format!("{reply}")),
+    );
+    checks.finish();
+}
+
+/// Opens `n` HTTP/1.1 POSTs to /mcp whose chunked bodies never end (dropped = closed).
+fn unfinished_bodies(port: u16, n: usize, token: Option<&str>) -> Vec<std::net::TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("connect: {e}"));
+            let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+            let head = format!(
+                "POST /mcp HTTP/1.1\r\nhost: gw.test\r\ncontent-type: application/json\r\n{auth}\
+                 transfer-encoding: chunked\r\n\r\n1\r\n{{\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            stream
+        })
+        .collect()
+}
+
+/// The status line's code of what a held connection was answered, if anything came.
+fn answered(stream: &mut std::net::TcpStream) -> Option<u16> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Reading bodies has its own budget, and nobody without a credential is held for one.
+#[test]
+fn unfinished_bodies_cannot_crowd_out_other_requests() {
+    let stub = AuthzStub::start(AuthzMode::allow());
+    let mut plugin = plugin();
+    plugin["limits"] = json!({"max_paused_requests": 3});
+    if let Some(rules) = plugin["rules"].as_array_mut() {
+        rules.push(json!({"match": {"prefix": "/api"}, "requires_any": ["jwt:corp"],
+                          "enterprise": true}));
+    }
+    let port = stub.port();
+    let gw = Gateway::start_with(
+        &plugin,
+        JwksStub::start(authgate_integration::jwks(&[])),
+        |c| c.cluster("authz", port).hold_companion(),
+    );
+    let tools = token("mcp:tools");
+    let envoy_port = gw.envoy.port();
+    let mut checks = Checks::new();
+    let mut anonymous = unfinished_bodies(envoy_port, 3, None);
+    checks.check(
+        "no credential: answered 401 at once, never held for a body",
+        anonymous
+            .iter_mut()
+            .all(|s| answered(s) == Some(401))
+            .then_some(())
+            .ok_or("an anonymous request was held".to_string()),
+    );
+    let held = unfinished_bodies(envoy_port, 3, Some(&tools));
+    std::thread::sleep(Duration::from_millis(300));
+    let reply = post(&gw, &tools, &call("read_docs"));
+    checks.check(
+        "with every read slot taken, one more MCP request: 503 JSON-RPC",
+        refused(&reply, 503, "overloaded"),
+    );
+    let audit = call("audit_log");
+    let reply = Req::get(gw.url("/api/x")).bearer(&tools).send();
+    checks.check(
+        "a request that pauses for the authorization service still gets a slot",
+        (reply.status == 200 && reply.is_from_upstream())
+            .then_some(())
+            .ok_or(format!("{reply}")),
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    checks.check(
+        "once they are gone, MCP requests are read again",
+        through(&post(&gw, &tools, &audit), &audit),
+    );
+    checks.finish();
+}
+
+/// A body-less MCP request (an SSE GET, a session DELETE) that waits for keys is decided again
+/// as body-less: never asked for a body it does not have.
+#[test]
+fn a_bodiless_request_that_waited_for_keys_is_judged_without_a_body() {
+    use authgate_integration::plugin::remote_provider;
+    let stub = AuthzStub::start(AuthzMode::allow());
+    let mut plugin = plugin();
+    plugin["jwt_providers"] = json!({"corp": remote_provider(600)});
+    let port = stub.port();
+    let gw = Gateway::start_with(
+        &plugin,
+        JwksStub::start(authgate_integration::jwks(&[FixtureKey::Rsa1])),
+        |c| c.cluster("authz", port).hold_companion(),
+    );
+    gw.wait_jwks_fetched();
+    gw.idp.set_jwks(authgate_integration::jwks(&[
+        FixtureKey::Rsa1,
+        FixtureKey::Rsa2,
+    ]));
+    let mut claims = corp_claims("alice");
+    claims["scope"] = json!("mcp:tools");
+    let rotated = TokenBuilder::new(FixtureKey::Rsa2).claims(claims).sign();
+    let reply = Req::get(gw.url("/mcp")).bearer(&rotated).send();
+    let mut checks = Checks::new();
+    checks.check(
+        "GET /mcp with a token under a new key: through once the keys are in",
+        (reply.status == 200 && reply.is_from_upstream())
+            .then_some(())
+            .ok_or(format!("{reply}")),
+    );
+    checks.finish();
+}

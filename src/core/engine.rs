@@ -355,6 +355,28 @@ fn decide_mcp(
                 effects.metrics.increment(Metric::DeniedBadRequest);
                 return respond(mcp::too_large(max), "deny mcp_body_too_large".to_string());
             }
+            // Nobody is held for a body without a credential a rule here could accept: such a
+            // request is answered now, as the path's plain rule answers it.
+            let matching: Vec<&Rule> = config
+                .rules
+                .iter()
+                .filter(|rule| rule_matches(rule, request))
+                .collect();
+            let anonymous = matching.iter().all(|rule| {
+                !rule.public
+                    && credentials::find(
+                        &config.providers,
+                        config.api_keys.as_ref(),
+                        config.login.as_ref().map(|l| l.cookie_name.as_str()),
+                        &rule.requires,
+                        request,
+                    )
+                    .is_empty()
+            });
+            let plain = matching.iter().find(|rule| rule.mcp.is_none());
+            if let (true, Some(rule)) = (anonymous, plain.or(matching.first())) {
+                return decide_rule(config, state, request, ctx, effects, rule, None);
+            }
             return Decision {
                 step: Step::ReadBody,
                 log: format!(
@@ -469,12 +491,22 @@ fn decide_batch(
     for (at, (index, call)) in units.iter().enumerate() {
         held.allowed.clear();
         let rule = &config.rules[*index];
-        let effects = Effects {
-            metrics: &mut held,
-            shared: &mut *shared,
-            random: &mut *random,
+        // Every call is judged with the same credentials: their failures count once.
+        let decision = if at == 0 {
+            let effects = Effects {
+                metrics: &mut held,
+                shared: &mut *shared,
+                random: &mut *random,
+            };
+            decide_rule(config, state, request, ctx, effects, rule, *call)
+        } else {
+            let effects = Effects {
+                metrics: &mut held,
+                shared: &mut Unwritten(&*shared),
+                random: &mut *random,
+            };
+            decide_rule(config, state, request, ctx, effects, rule, *call)
         };
-        let decision = decide_rule(config, state, request, ctx, effects, rule, *call);
         if !matches!(decision.step, Step::Continue { .. } | Step::CallAuthz(_)) {
             return decision;
         }
@@ -505,6 +537,19 @@ fn decide_batch(
     match chosen {
         Some((_, decision)) => decision,
         None => no_rule(request, held.inner),
+    }
+}
+
+/// Shared data read but never written: a batch's later calls record no second failure.
+struct Unwritten<'s>(&'s dyn SharedStore);
+
+impl SharedStore for Unwritten<'_> {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.0.get(key)
+    }
+
+    fn set(&mut self, _key: &str, _value: &[u8], _cas: Option<u32>) -> bool {
+        true
     }
 }
 

@@ -300,6 +300,17 @@ fn mcp_rules_need_the_companion_and_valid_names() {
 }
 
 #[test]
+fn a_request_without_any_credential_is_answered_before_its_body_is_read() {
+    let config = config();
+    let mut anonymous = post("unused", None);
+    anonymous
+        .headers
+        .retain(|(name, _)| *name != "authorization");
+    let decision = decide_once(&config, &anonymous);
+    assert_eq!(status(&decision), 401, "{decision:?}");
+}
+
+#[test]
 fn a_declared_body_past_the_limit_is_refused_before_it_is_read() {
     let config = config();
     let mut sent = post(&token("mcp:tools"), None);

@@ -24,6 +24,7 @@ pub struct Read {
     pub complete: bool,
     /// Decided: the body waits no more (an authorization answer or keys may still be due).
     pub decided: bool,
+    pub started_ms: u64,
 }
 
 /// What a body chunk came to.
@@ -37,6 +38,8 @@ pub enum Chunk {
     TooLarge,
     /// Past the VM's bound for bodies being read.
     Overloaded,
+    /// The host would not show the chunk.
+    Unreadable,
     /// Not a request being read (or already decided).
     Unknown,
 }
@@ -82,6 +85,15 @@ impl BodyReads {
         }
     }
 
+    /// Requests whose body has not ended though they started before `started_before_ms`.
+    pub fn unfinished_since(&self, started_before_ms: u64) -> Vec<u32> {
+        self.reads
+            .iter()
+            .filter(|(_, read)| !read.decided && read.started_ms < started_before_ms)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     pub fn get(&self, context_id: u32) -> Option<&Read> {
         self.reads.get(&context_id)
     }
@@ -107,6 +119,7 @@ mod tests {
             body: Vec::new(),
             complete: false,
             decided: false,
+            started_ms: 0,
         }
     }
 
@@ -124,6 +137,9 @@ mod tests {
             Some(b"{\"a\":1}".to_vec())
         );
         assert_eq!(reads.append(2, b"x", true, 10), Chunk::Unknown);
-        assert!(reads.remove(1).is_some() && reads.bytes == 0);
+        assert_eq!(reads.unfinished_since(1), Vec::<u32>::new());
+        reads.start(3, read());
+        assert_eq!(reads.unfinished_since(1), vec![3]);
+        assert!(reads.remove(1).is_some() && reads.remove(3).is_some() && reads.bytes == 0);
     }
 }

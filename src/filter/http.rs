@@ -55,7 +55,7 @@ impl HttpContext for AuthHttp {
                     host::send_reply(&replies::overloaded(None));
                     return Action::Pause;
                 }
-                vm.add_waiter(self.context_id, provider, headers);
+                vm.add_waiter(self.context_id, provider, headers, end_of_stream);
                 return self.pause(vm, end_of_stream);
             }
             Step::CallAuthz(call) => {

@@ -17,6 +17,7 @@ use crate::filter::vm::Vm;
 /// Ticks hand the VM's counts to Envoy, notice key sets fetched by other VMs and answer waiting
 /// requests promptly.
 const TICK: Duration = Duration::from_millis(100);
+const TICK_MS: u64 = 100;
 
 #[derive(Default)]
 pub struct Root {
@@ -24,6 +25,8 @@ pub struct Root {
     fetcher: Fetcher,
     /// This instance is the `body_hold` companion, not the gate.
     hold: bool,
+    /// When the last full tick ran (prompt ticks in between do less).
+    last_tick_ms: u64,
 }
 
 impl Context for Root {
@@ -71,15 +74,24 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        if let Some(vm) = &self.vm {
-            vm.flush_counters();
-            vm.apply_published_evictions();
-            vm.report_cache_stats();
-            self.fetcher.tick(vm);
-            if vm.has_authz_calls() {
-                vm.deliver(vm.sweep_authz(), None);
-            }
+        let Some(vm) = &self.vm else {
+            return;
+        };
+        // Prompt ticks (while a release waits) do only that; the rest keeps its pace.
+        vm.release_due();
+        let now_ms = host::now_ms();
+        if vm.settle_prompt_tick(TICK) && now_ms.saturating_sub(self.last_tick_ms) < TICK_MS {
+            return;
         }
+        self.last_tick_ms = now_ms;
+        vm.flush_counters();
+        vm.apply_published_evictions();
+        vm.report_cache_stats();
+        self.fetcher.tick(vm);
+        if vm.has_authz_calls() {
+            vm.deliver(vm.sweep_authz(), None);
+        }
+        vm.sweep_reads();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -46,6 +46,12 @@ const AUTHZ_SLACK_MS: u64 = 1_000;
 /// 8 MiB, so a count alone would not bound the memory.
 const MAX_WAITING_HEADER_BYTES: usize = 16 << 20;
 
+/// How long an MCP request's body may take to arrive (408 after).
+const MCP_READ_TIMEOUT_MS: u64 = 30_000;
+
+/// The root's tick period while a release waits for its request's last chunk.
+const PROMPT_TICK: Duration = Duration::from_millis(1);
+
 /// How long the token endpoint may take to answer a sign-in.
 const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -57,6 +63,12 @@ pub struct Vm {
     bodies: RefCell<BodyWait>,
     /// MCP requests whose body is being read before they are decided.
     reads: RefCell<BodyReads>,
+    /// The request whose body-ending chunk (with data) is in the callback running now.
+    final_chunk: Cell<Option<u32>>,
+    /// Releases due once that chunk reached the companion (the next, prompt, tick).
+    due: RefCell<Vec<(u32, Step)>>,
+    /// The root ticks promptly for `due`.
+    prompt_tick: Cell<bool>,
     /// Debug logging on, and when that was last asked.
     debug: Cell<(bool, u64)>,
     counters: Counters,
@@ -99,6 +111,8 @@ struct Waiter {
     header_block: Vec<u8>,
     /// The client's address, read while the request's context was current.
     source: Option<String>,
+    /// The headers ended the request (decided again as such: a body-less MCP request is no call).
+    end_of_stream: bool,
 }
 
 /// Envoy shared data, for counts every worker must see.
@@ -139,6 +153,9 @@ impl Vm {
             authz: RefCell::default(),
             bodies: RefCell::default(),
             reads: RefCell::default(),
+            final_chunk: Cell::new(None),
+            due: RefCell::default(),
+            prompt_tick: Cell::new(false),
             debug: Cell::new((false, 0)),
             counters: Counters::define(),
             authz_latency_ms: host::define_histogram("authgate.authz_latency_ms"),
@@ -309,9 +326,7 @@ impl Vm {
             Err(_) => return false,
         };
         let in_calls = self.authz.try_borrow().map_or(usize::MAX, |c| c.waiting());
-        let reading = self.reads.try_borrow().map_or(usize::MAX, |r| r.len());
-        let room = waiting.saturating_add(in_calls).saturating_add(reading)
-            < self.config.max_paused_requests
+        let room = waiting.saturating_add(in_calls) < self.config.max_paused_requests
             && bytes.saturating_add(header_bytes) <= MAX_WAITING_HEADER_BYTES;
         if !room {
             self.count(Metric::Overloaded);
@@ -319,7 +334,13 @@ impl Vm {
         room
     }
 
-    pub fn add_waiter(&self, context_id: u32, provider: usize, header_block: Vec<u8>) {
+    pub fn add_waiter(
+        &self,
+        context_id: u32,
+        provider: usize,
+        header_block: Vec<u8>,
+        end_of_stream: bool,
+    ) {
         let source = self
             .config
             .needs_client_ip()
@@ -348,6 +369,7 @@ impl Vm {
                 deadline_ms,
                 header_block,
                 source,
+                end_of_stream,
             });
         }
     }
@@ -390,7 +412,7 @@ impl Vm {
             let Some(decision) = self.decide(
                 &waiter.header_block,
                 false,
-                false,
+                waiter.end_of_stream,
                 waiter.source.as_deref(),
                 body.as_deref(),
             ) else {
@@ -755,6 +777,9 @@ impl Vm {
         if let Ok(mut reads) = self.reads.try_borrow_mut() {
             reads.remove(context_id);
         }
+        if let Ok(mut due) = self.due.try_borrow_mut() {
+            due.retain(|(id, _)| *id != context_id);
+        }
     }
 
     /// Body progress of a paused request (its own callback): sends a reply that waited for it,
@@ -825,7 +850,8 @@ impl Vm {
         // request goes on stripped and with a path no route serves, should the companion be
         // placed before authgate (or in another chain).
         if self.config.session.hold_companion && hold::companion_registered() {
-            self.mark(&remove, &hold_nonce());
+            // Never released, so its mark need not be unguessable.
+            self.mark(&remove, "reply");
             if resume {
                 host::resume_request();
             }
@@ -867,19 +893,34 @@ impl Vm {
                 "the gateway cannot read MCP request bodies (body_hold companion missing)",
             ));
         }
-        if !self.room_to_pause(header_block.len()) {
+        // Reads have their own budget: they never crowd out requests waiting for keys or for
+        // the authorization service.
+        let reading = self.reads.try_borrow().map_or(usize::MAX, |r| r.len());
+        if reading >= self.config.max_paused_requests {
+            self.count(Metric::Overloaded);
             return Err(mcp::unreadable("the gateway is overloaded; retry"));
         }
+        // A guessable mark could let one request's release resume another's companion.
+        let Some(nonce) = host::random_bytes().map(|b| hex::encode(&b[..16])) else {
+            return Err(mcp::unreadable("the gateway has no random source; retry"));
+        };
         let pairs = header_pairs::decode(&header_block).unwrap_or_default();
+        let is_credential = |name: &str| {
+            self.config
+                .credential_header_names
+                .iter()
+                .any(|c| c == name)
+        };
         let credentials: Vec<(String, String)> = pairs
             .iter()
-            .filter(|(name, _)| {
-                self.config
-                    .credential_header_names
-                    .iter()
-                    .any(|c| c == name)
-            })
+            .filter(|(name, _)| is_credential(name))
             .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        // Held, the request carries nothing a client wrote in authgate's names either.
+        let reserved: Vec<String> = pairs
+            .iter()
+            .filter(|(name, _)| self.config.is_reserved_header(name))
+            .map(|(name, _)| name.to_string())
             .collect();
         let path = pairs
             .iter()
@@ -891,8 +932,7 @@ impl Vm {
             .needs_client_ip()
             .then(host::source_address)
             .flatten();
-        let nonce = hold_nonce();
-        self.mark(&[], &nonce);
+        self.mark(&reserved, &nonce);
         let read = Read {
             header_block,
             source,
@@ -902,6 +942,7 @@ impl Vm {
             body: Vec::new(),
             complete: false,
             decided: false,
+            started_ms: host::now_ms(),
         };
         self.reads
             .try_borrow_mut()
@@ -917,17 +958,20 @@ impl Vm {
     }
 
     /// A body chunk of a request being read (`size` bytes buffered, `complete`: the stream ended;
-    /// trailers end it too). Decides once the body is in. Returns whether a reply was sent.
+    /// trailers end it too). Decides once the body is in. Returns whether the chunk must stay
+    /// here: a reply was sent, or the request was released (it went on without this callback's
+    /// empty chunk).
     pub fn read_chunk(&self, context_id: u32, size: usize, complete: bool) -> bool {
-        let chunk = if size > 0 {
-            host::request_body(size).unwrap_or_default()
-        } else {
-            Vec::new()
+        let chunk = match size {
+            0 => Some(Vec::new()),
+            _ => host::request_body(size),
         };
         let max = self.config.mcp_max_body_bytes;
-        let outcome = match self.reads.try_borrow_mut() {
-            Ok(mut reads) => reads.append(context_id, &chunk, complete, max),
-            Err(_) => Chunk::Overloaded,
+        let outcome = match (&chunk, self.reads.try_borrow_mut()) {
+            // Bytes the host would not show are bytes that must not go on unjudged.
+            (None, _) => Chunk::Unreadable,
+            (Some(chunk), Ok(mut reads)) => reads.append(context_id, chunk, complete, max),
+            (Some(_), Err(_)) => Chunk::Overloaded,
         };
         let reply = match outcome {
             Chunk::More | Chunk::Unknown => return false,
@@ -936,15 +980,24 @@ impl Vm {
                 self.count(Metric::Overloaded);
                 mcp::unreadable("the gateway is overloaded; retry")
             }
-            Chunk::Complete => return self.decide_read(context_id),
+            Chunk::Unreadable => mcp::unreadable("the gateway could not read the request body"),
+            Chunk::Complete => {
+                // A chunk with data that ends the body is still here until this callback
+                // returns: released now, the companion would send the request on without it
+                // (HTTP/2 ends a body on its last DATA frame). Such a release waits a tick.
+                self.final_chunk.set((size > 0).then_some(context_id));
+                let stays = self.decide_read(context_id);
+                self.final_chunk.set(None);
+                return stays;
+            }
         };
         self.forget(context_id);
         host::send_reply(&reply);
         true
     }
 
-    /// The body is in: the decision, made again with it, is carried out. Returns whether a
-    /// reply was sent (or the request released) now.
+    /// The body is in: the decision, made again with it, is carried out. Returns whether the
+    /// current chunk must stay here (answered, or released now).
     fn decide_read(&self, context_id: u32) -> bool {
         let Some((header_block, source, body)) = self.reads.try_borrow().ok().and_then(|r| {
             r.get(context_id).map(|read| {
@@ -965,7 +1018,7 @@ impl Vm {
         };
         let step = match decision.step {
             Step::WaitForKeys { provider } => {
-                self.add_waiter(context_id, provider, header_block);
+                self.add_waiter(context_id, provider, header_block, false);
                 return false;
             }
             Step::CallAuthz(call) => {
@@ -980,8 +1033,51 @@ impl Vm {
             step: step.clone(),
             log: String::new(),
         });
+        let deferred =
+            matches!(step, Step::Continue { .. }) && self.final_chunk.get() == Some(context_id);
         self.execute_paused(context_id, step, request_id.as_deref());
+        !deferred
+    }
+
+    /// Releases that waited for the chunk that ended their body to reach the companion: due now
+    /// (on the root's tick).
+    pub fn release_due(&self) {
+        let due = match self.due.try_borrow_mut() {
+            Ok(mut due) => std::mem::take(&mut *due),
+            Err(_) => return,
+        };
+        for (context_id, step) in due {
+            if host::set_effective_context(context_id) {
+                self.execute_paused(context_id, step, None);
+            }
+        }
+    }
+
+    /// Whether this tick came early for a release; the normal pace is back once none waits.
+    pub fn settle_prompt_tick(&self, normal: Duration) -> bool {
+        if !self.prompt_tick.get() {
+            return false;
+        }
+        if self.due.try_borrow().is_ok_and(|d| d.is_empty()) {
+            host::set_tick_period(normal);
+            self.prompt_tick.set(false);
+        }
         true
+    }
+
+    /// Bodies that did not arrive within `MCP_READ_TIMEOUT_MS`: 408, and forgotten.
+    pub fn sweep_reads(&self) {
+        let now_ms = host::now_ms();
+        let late = match self.reads.try_borrow() {
+            Ok(reads) => reads.unfinished_since(now_ms.saturating_sub(MCP_READ_TIMEOUT_MS)),
+            Err(_) => return,
+        };
+        for context_id in late {
+            self.forget(context_id);
+            if host::set_effective_context(context_id) {
+                host::send_reply(&mcp::too_slow());
+            }
+        }
     }
 
     /// Lets a request whose body was read go on: the mark off, its path and credentials back,
@@ -1052,7 +1148,19 @@ impl Vm {
                 rewrite,
                 watch,
             } => {
-                if self.is_read(context_id) {
+                if self.is_read(context_id) && self.final_chunk.get() == Some(context_id) {
+                    let step = Step::Continue {
+                        remove,
+                        add,
+                        rewrite,
+                        watch,
+                    };
+                    if let Ok(mut due) = self.due.try_borrow_mut() {
+                        due.push((context_id, step));
+                    }
+                    host::set_tick_period(PROMPT_TICK);
+                    self.prompt_tick.set(true);
+                } else if self.is_read(context_id) {
                     self.release(context_id, &remove, &add, &rewrite, watch);
                 } else {
                     self.let_through(context_id, &remove, &add, &rewrite, watch);
@@ -1079,11 +1187,6 @@ impl Vm {
             }
         }
     }
-}
-
-/// A fresh mark for a held request: the companion files it under this.
-fn hold_nonce() -> String {
-    format!("{:016x}", host::random_u64())
 }
 
 /// The request id a decision carries, for the rare reply built here.

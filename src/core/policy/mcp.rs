@@ -64,6 +64,11 @@ pub fn too_large(max_bytes: usize) -> Reply {
     )
 }
 
+/// The body did not arrive in time: 408.
+pub fn too_slow() -> Reply {
+    jsonrpc_error(408, -32600, "the request body did not arrive in time")
+}
+
 /// The body cannot be read here (no body_hold companion in this VM, or too many held): 503.
 pub fn unreadable(why: &str) -> Reply {
     let mut reply = jsonrpc_error(503, -32603, why);
