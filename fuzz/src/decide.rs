@@ -904,24 +904,8 @@ pub fn check_decide(input: &DecideInput) {
         let request = Request::new(&borrowed)
             .with_source_address(source.as_deref())
             .with_end_of_stream(fuzz.body.is_none());
-        let mut step = run.decide(&request, now_ms, true);
-        if let Step::WaitForKeys { provider } = step {
-            count(run.known, Origin::Decide, &step);
-            // The shell fetches the keys, then decides again; a request that waited never waits twice.
-            let jwks = if run.known {
-                &fixed.known_jwks
-            } else {
-                &fixed.strict_jwks
-            };
-            if let Some(keys) = run.state.keys.get_mut(provider) {
-                keys.install(jwks.clone(), now_ms, None);
-            }
-            step = run.decide(&request, now_ms, false);
-            assert!(
-                !matches!(step, Step::WaitForKeys { .. }),
-                "waited for keys twice"
-            );
-        }
+        let step = run.decide(&request, now_ms, true);
+        let mut step = run.after_keys(fixed, &request, step, now_ms);
         if !matches!(step, Step::ReadBody) {
             run.check_step(&step, &request, &headers, &minted, fuzz, Origin::Decide);
             assert!(
@@ -939,21 +923,11 @@ pub fn check_decide(input: &DecideInput) {
             let request = Request::new(&borrowed)
                 .with_source_address(source.as_deref())
                 .with_body(Some(&mcp_body));
-            step = run.decide(&request, now_ms, true);
-            if let Step::WaitForKeys { provider } = step {
-                let jwks = if run.known {
-                    &fixed.known_jwks
-                } else {
-                    &fixed.strict_jwks
-                };
-                if let Some(keys) = run.state.keys.get_mut(provider) {
-                    keys.install(jwks.clone(), now_ms, None);
-                }
-                step = run.decide(&request, now_ms, false);
-            }
+            let read = run.decide(&request, now_ms, true);
+            step = run.after_keys(fixed, &request, read, now_ms);
             assert!(
-                !matches!(step, Step::ReadBody | Step::WaitForKeys { .. }),
-                "asked for the body (or keys) again: {step:?}"
+                !matches!(step, Step::ReadBody),
+                "asked for the body again: {step:?}"
             );
             run.check_step(&step, &request, &headers, &minted, fuzz, Origin::Decide);
             request
@@ -1117,6 +1091,35 @@ enum Origin {
 }
 
 impl Run<'_> {
+    /// For a step that waits for keys, the shell fetches them and decides again; a request that
+    /// waited never waits twice.
+    fn after_keys(
+        &mut self,
+        fixed: &Fixed,
+        request: &Request<'_>,
+        step: Step,
+        now_ms: u64,
+    ) -> Step {
+        let Step::WaitForKeys { provider } = step else {
+            return step;
+        };
+        count(self.known, Origin::Decide, &step);
+        let jwks = if self.known {
+            &fixed.known_jwks
+        } else {
+            &fixed.strict_jwks
+        };
+        if let Some(keys) = self.state.keys.get_mut(provider) {
+            keys.install(jwks.clone(), now_ms, None);
+        }
+        let step = self.decide(request, now_ms, false);
+        assert!(
+            !matches!(step, Step::WaitForKeys { .. }),
+            "waited for keys twice"
+        );
+        step
+    }
+
     fn decide(&mut self, request: &Request<'_>, now_ms: u64, may_wait: bool) -> Step {
         let mut metrics = Recorded::default();
         let ctx = Context {

@@ -173,10 +173,12 @@ pub fn remove_request_header(name: &str) {
     };
 }
 
-pub fn set_request_header(name: &str, value: &str) {
+type WriteHeader = unsafe extern "C" fn(MapType, *const u8, usize, *const u8, usize) -> Status;
+
+fn write_request_header(write: WriteHeader, name: &str, value: &str) {
     // SAFETY: both pointers and lengths describe borrowed strings, for the call only.
     let _ = unsafe {
-        proxy_replace_header_map_value(
+        write(
             MapType::HttpRequestHeaders,
             name.as_ptr(),
             name.len(),
@@ -186,18 +188,13 @@ pub fn set_request_header(name: &str, value: &str) {
     };
 }
 
+pub fn set_request_header(name: &str, value: &str) {
+    write_request_header(proxy_replace_header_map_value, name, value);
+}
+
 /// Adds a value (another line when the header is there already).
 pub fn add_request_header(name: &str, value: &str) {
-    // SAFETY: as for `set_request_header`.
-    let _ = unsafe {
-        proxy_add_header_map_value(
-            MapType::HttpRequestHeaders,
-            name.as_ptr(),
-            name.len(),
-            value.as_ptr(),
-            value.len(),
-        )
-    };
+    write_request_header(proxy_add_header_map_value, name, value);
 }
 
 pub fn send_reply(reply: &Reply) {

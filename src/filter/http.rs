@@ -135,14 +135,8 @@ impl HttpContext for AuthHttp {
     /// slow-service test passes without this), but that is the host's choice, not the ABI's;
     /// never let a body chunk resume the request.
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if let Some(vm) = self.vm.as_ref().filter(|_| self.reading) {
-            // Copied, the chunk moves on to the companion's hold (Envoy buffers it there with
-            // flow control; buffering it here would meet the 413 limit instead).
-            return if vm.read_chunk(self.context_id, body_size, end_of_stream) {
-                Action::Pause
-            } else {
-                Action::Continue
-            };
+        if let Some(action) = self.read(body_size, end_of_stream) {
+            return action;
         }
         let Some(vm) = self.vm.as_ref().filter(|_| self.paused) else {
             return Action::Continue;
@@ -163,12 +157,8 @@ impl HttpContext for AuthHttp {
     /// Trailers end the body (an h2 request with trailers has no end-of-stream body chunk): a
     /// paused request's reply goes now, and the trailers never resume it.
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        if let Some(vm) = self.vm.as_ref().filter(|_| self.reading) {
-            return if vm.read_chunk(self.context_id, 0, true) {
-                Action::Pause
-            } else {
-                Action::Continue
-            };
+        if let Some(action) = self.read(0, true) {
+            return action;
         }
         let Some(vm) = self.vm.as_ref().filter(|_| self.paused) else {
             return Action::Continue;
@@ -179,6 +169,18 @@ impl HttpContext for AuthHttp {
 }
 
 impl AuthHttp {
+    /// A body chunk (or the trailers) of a request whose body an MCP rule reads. Copied, the
+    /// chunk moves on to the companion's hold (Envoy buffers it there with flow control;
+    /// buffering it here would meet the 413 limit instead). None: not such a request.
+    fn read(&self, size: usize, complete: bool) -> Option<Action> {
+        let vm = self.vm.as_ref().filter(|_| self.reading)?;
+        Some(if vm.read_chunk(self.context_id, size, complete) {
+            Action::Pause
+        } else {
+            Action::Continue
+        })
+    }
+
     /// A paused request's body never moves on while it waits, except an emptied chunk of a
     /// request whose session reply is due (the companion holds it).
     fn after_body(&self, vm: &Vm, progress: BodyProgress) -> Action {
