@@ -532,8 +532,10 @@ fn unfinished_bodies_cannot_crowd_out_other_requests() {
     let mut plugin = plugin();
     plugin["limits"] = json!({"max_paused_requests": 3});
     if let Some(rules) = plugin["rules"].as_array_mut() {
-        rules.push(json!({"match": {"prefix": "/api"}, "requires_any": ["jwt:corp"],
-                          "enterprise": true}));
+        rules.push(
+            json!({"match": {"prefix": "/api"}, "requires_any": ["jwt:corp"],
+                          "enterprise": true}),
+        );
     }
     let port = stub.port();
     let gw = Gateway::start_with(

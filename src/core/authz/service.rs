@@ -642,6 +642,28 @@ mod tests {
                 reason: "denied by the authorization service".to_string()
             })
         );
+        // An MCP rule's call fills {mcp.method} and {mcp.name}; without one they are empty.
+        let tools = enterprise(
+            json!({"cluster": "fga", "authority": "fga", "dialect": "openfga",
+            "openfga": {"store_id": "S", "user": "user:{subject.id}", "relation": "{mcp.method}",
+                        "object": "tool:{mcp.name}"}}),
+        )
+        .unwrap();
+        let deploy = Call {
+            method: "tools/call".to_string(),
+            name: Some("deploy_prod".to_string()),
+        };
+        let body: Value = serde_json::from_slice(&tools.request_body(&CallInput {
+            mcp: Some(&deploy),
+            ..call
+        }))
+        .unwrap();
+        assert_eq!(
+            body["tuple_key"],
+            json!({"user": "user:alice", "relation": "tools/call", "object": "tool:deploy_prod"})
+        );
+        let body: Value = serde_json::from_slice(&tools.request_body(&call)).unwrap();
+        assert_eq!(body["tuple_key"]["object"], "tool:");
     }
 
     #[test]
