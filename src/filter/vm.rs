@@ -1142,30 +1142,31 @@ impl Vm {
     /// Carries out a step for a paused request; the effective context is already that request.
     fn execute_paused(&self, context_id: u32, step: Step, request_id: Option<&str>) {
         match step {
+            // The chunk that ended the body is still in the callback running now: the release
+            // waits until it has reached the companion.
+            step @ Step::Continue { .. } if self.final_chunk.get() == Some(context_id) => {
+                if let Ok(mut due) = self.due.try_borrow_mut() {
+                    due.push((context_id, step));
+                }
+                host::set_tick_period(PROMPT_TICK);
+                self.prompt_tick.set(true);
+            }
+            Step::Continue {
+                remove,
+                add,
+                rewrite,
+                watch,
+            } if self.is_read(context_id) => {
+                self.release(context_id, &remove, &add, &rewrite, watch);
+            }
             Step::Continue {
                 remove,
                 add,
                 rewrite,
                 watch,
             } => {
-                if self.is_read(context_id) && self.final_chunk.get() == Some(context_id) {
-                    let step = Step::Continue {
-                        remove,
-                        add,
-                        rewrite,
-                        watch,
-                    };
-                    if let Ok(mut due) = self.due.try_borrow_mut() {
-                        due.push((context_id, step));
-                    }
-                    host::set_tick_period(PROMPT_TICK);
-                    self.prompt_tick.set(true);
-                } else if self.is_read(context_id) {
-                    self.release(context_id, &remove, &add, &rewrite, watch);
-                } else {
-                    self.let_through(context_id, &remove, &add, &rewrite, watch);
-                    host::resume_request();
-                }
+                self.let_through(context_id, &remove, &add, &rewrite, watch);
+                host::resume_request();
             }
             Step::Respond(reply) => host::send_reply(&reply),
             Step::SessionReply(reply) if self.is_read(context_id) => {
