@@ -34,6 +34,8 @@ pub struct LoadOptions {
     pub stop: Stop,
     /// Give up when no response at all arrives for this long.
     pub stall_timeout: Duration,
+    /// Sent as a JSON body with every request (a POST then; a GET without it).
+    pub body: Option<Vec<u8>>,
 }
 
 /// What a run measured. Latencies and `rps` cover the measured phase only; `statuses` and
@@ -112,10 +114,19 @@ pub fn run(options: &LoadOptions) -> Result<LoadReport, String> {
     };
     let mut generator = Generator {
         options,
-        request_head: format!(
-            "GET {} HTTP/1.1\r\nhost: {}\r\nuser-agent: authgate-load\r\n",
-            options.path, options.addr
-        )
+        request_head: match &options.body {
+            None => format!(
+                "GET {} HTTP/1.1\r\nhost: {}\r\nuser-agent: authgate-load\r\n",
+                options.path, options.addr
+            ),
+            Some(body) => format!(
+                "POST {} HTTP/1.1\r\nhost: {}\r\nuser-agent: authgate-load\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\n",
+                options.path,
+                options.addr,
+                body.len()
+            ),
+        }
         .into_bytes(),
         poll: Poll::new().map_err(|e| format!("epoll: {e}"))?,
         conns: Vec::with_capacity(options.connections),
@@ -239,6 +250,9 @@ impl Generator<'_> {
             conn.out.extend_from_slice(b"\r\n");
         }
         conn.out.extend_from_slice(b"\r\n");
+        if let Some(body) = &self.options.body {
+            conn.out.extend_from_slice(body);
+        }
         conn.written = 0;
         conn.in_flight = true;
         conn.sent_at = Instant::now();
@@ -458,6 +472,7 @@ mod tests {
             warmup: Duration::ZERO,
             stop: Stop::Requests(40),
             stall_timeout: Duration::from_secs(5),
+            body: None,
         };
         let report = run(&options).expect("run");
         assert_eq!(report.requests, 40, "{report:?}");

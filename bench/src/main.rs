@@ -390,6 +390,7 @@ impl Bench<'_> {
         let loaded = self.run_load(
             &envoy,
             &self.credentials.files[&variant.credential],
+            variant.body(),
             self.args.warmup,
             LoadStop::For(self.args.duration),
         );
@@ -460,6 +461,7 @@ impl Bench<'_> {
         &self,
         envoy: &EnvoyProcess,
         tokens: &Path,
+        body: Option<&str>,
         warmup: Duration,
         stop: LoadStop,
     ) -> Result<(LoadReport, Duration), String> {
@@ -476,6 +478,7 @@ impl Bench<'_> {
             .arg("--tokens")
             .arg(tokens)
             .args(["--warmup-ms", &warmup.as_millis().to_string()])
+            .args(body.iter().flat_map(|b| ["--body", b]))
             .stdout(stdout)
             .stderr(stderr);
         let limit = match stop {
@@ -506,11 +509,37 @@ impl Bench<'_> {
     /// denial, which proves its filter is in the chain).
     fn probe(&self, variant: &Variant, envoy: &EnvoyProcess) -> Result<(), String> {
         let token = &self.credentials.probes[&variant.credential];
-        let request = match token.split_once(": ") {
-            Some((name, value)) => Req::get(envoy.url(BENCH_PATH)).header(name, value),
-            None => Req::get(envoy.url(BENCH_PATH)).bearer(token),
+        let with_token = |body: Option<&str>| {
+            let request = match body {
+                Some(body) => Req::post(envoy.url(BENCH_PATH))
+                    .header("content-type", "application/json")
+                    .body(body),
+                None => Req::get(envoy.url(BENCH_PATH)),
+            };
+            match token.split_once(": ") {
+                Some((name, value)) => request.header(name, value),
+                None => request.bearer(token),
+            }
         };
-        let allowed = request
+        // The MCP variant must judge the call on its body: the same POST naming a deploy_*
+        // tool is refused (the token lacks that scope), so a read that fell through to the
+        // headers would show here.
+        if variant.kind == Kind::AuthgateMcp {
+            let deploy = variant
+                .body()
+                .unwrap_or_default()
+                .replace("read_docs", "deploy_prod");
+            let refused = with_token(Some(&deploy))
+                .timeout(Duration::from_secs(10))
+                .try_send()
+                .map_err(|e| format!("probe of a deploy_* call: {e}"))?;
+            if refused.status != 403 {
+                return Err(format!(
+                    "probe of a deploy_* call: expected 403, got {refused}"
+                ));
+            }
+        }
+        let allowed = with_token(variant.body())
             .timeout(Duration::from_secs(10))
             .try_send()
             .map_err(|e| format!("probe with a credential: {e}"))?;
@@ -559,6 +588,7 @@ impl Bench<'_> {
         let loaded = self.run_load(
             &envoy,
             &self.credentials.files[&Credential::DistinctRs256],
+            None,
             Duration::ZERO,
             LoadStop::Requests(count),
         );

@@ -346,6 +346,14 @@ pub fn targets(
             "authgate_cached",
             0.95,
         ),
+        // Reading an MCP call's body through the companion before deciding, against the same
+        // POST decided at its headers.
+        ratio_target(
+            "MCP call judged on its body (authgate_mcp)",
+            "authgate_mcp",
+            "authgate_post",
+            0.8,
+        ),
         // What exporting the response-headers callback (evict_on_upstream, off here) costs a
         // filter that returns at once from it.
         ratio_target(

@@ -65,6 +65,8 @@ pub enum Kind {
     JwtAuthnCached,
     AuthgateCached,
     AuthgateSession,
+    AuthgatePost,
+    AuthgateMcp,
     AuthgateRs256,
     AuthgateEs256,
     AuthgateEdDsa,
@@ -183,6 +185,24 @@ pub fn all() -> Vec<Variant> {
             false,
         ),
         v(
+            Kind::AuthgatePost,
+            "authgate_post",
+            "e3. authgate RS256, one token, POST of an MCP call to a plain rule",
+            RepeatedRs256,
+            401,
+            None,
+            true,
+        ),
+        v(
+            Kind::AuthgateMcp,
+            "authgate_mcp",
+            "e4. authgate RS256, one token, the same call judged on its body (match.mcp)",
+            RepeatedRs256,
+            401,
+            None,
+            true,
+        ),
+        v(
             Kind::AuthgateRs256,
             "authgate_rs256",
             "f. authgate RS256, distinct tokens",
@@ -248,7 +268,15 @@ pub fn all() -> Vec<Variant> {
     ]
 }
 
+/// The JSON-RPC call the POST variants send.
+const MCP_CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_docs","arguments":{"topic":"bench"}}}"#;
+
 impl Variant {
+    /// The body each request carries (a POST then), if any.
+    pub fn body(&self) -> Option<&'static str> {
+        matches!(self.kind, Kind::AuthgatePost | Kind::AuthgateMcp).then_some(MCP_CALL)
+    }
+
     /// Whether its Envoy calls the reference authorization service.
     pub fn uses_authz(&self) -> bool {
         matches!(
@@ -281,6 +309,11 @@ impl Variant {
                 vec![authgate_filter(setup, &authgate_plugin(false))]
             }
             Kind::AuthgateSession => vec![authgate_filter(setup, &session_plugin())],
+            Kind::AuthgatePost => vec![authgate_filter(setup, &authgate_plugin(false))],
+            Kind::AuthgateMcp => vec![
+                authgate_filter(setup, &mcp_plugin()),
+                companion_filter(setup),
+            ],
             Kind::ExtAuthz => vec![ext_authz()],
             Kind::AuthgateEnterpriseJwt | Kind::AuthgateEnterpriseAgent => {
                 vec![authgate_filter(setup, &authgate_plugin(true))]
@@ -347,6 +380,20 @@ pub fn authgate_plugin(enterprise: bool) -> Value {
     })
 }
 
+/// authgate with an MCP rule first: every call is read and judged on its body (it falls through
+/// to the plain rule), then released from the body_hold companion.
+pub fn mcp_plugin() -> Value {
+    json!({
+        "jwt_providers": {PROVIDER: local_provider(&KEYS)},
+        "rules": [
+            {"match": {"prefix": "/", "mcp": {"methods": ["tools/call"], "names": ["deploy_*"]}},
+             "requires_any": [format!("jwt:{PROVIDER}")], "require_scopes": ["deploy"]},
+            {"match": {"prefix": "/"}, "requires_any": [format!("jwt:{PROVIDER}")]}
+        ],
+        "session": {"hold_companion": true}
+    })
+}
+
 /// The cookie key of the session variant, base64url (a benchmark, not a secret).
 const SESSION_COOKIE_KEY: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk";
 
@@ -392,6 +439,19 @@ pub fn session_cookie() -> Result<String, String> {
 
 fn authgate_filter(setup: &Setup, plugin: &Value) -> Value {
     wasm_filter("authgate", &setup.authgate_wasm, &plugin.to_string())
+}
+
+/// The body_hold companion, after authgate in the same VM (same vm_id and root_id).
+fn companion_filter(setup: &Setup) -> Value {
+    let mut filter = wasm_filter(
+        "authgate-hold",
+        &setup.authgate_wasm,
+        r#"{"role": "body_hold"}"#,
+    );
+    let config = &mut filter["typed_config"]["config"];
+    config["root_id"] = json!("authgate");
+    config["vm_config"]["vm_id"] = json!("authgate");
+    filter
 }
 
 fn wasm_filter(name: &str, wasm: &std::path::Path, configuration: &str) -> Value {

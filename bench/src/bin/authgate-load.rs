@@ -4,8 +4,10 @@
 //! ```text
 //! authgate-load --addr 127.0.0.1:PORT [--connections 32] [--path /bench] [--tokens FILE]
 //!               [--warmup-ms 1000] (--duration-ms 5000 | --requests N) [--stall-ms 10000]
+//!               [--body JSON]
 //! ```
 //! `--tokens`: one token per line, sent as `authorization: Bearer <token>` in order, cycling.
+//! `--body`: every request is a POST with this JSON body (an MCP call, for the MCP variant).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use authgate_bench::load::{run, LoadOptions, Stop};
 
 const USAGE: &str = "usage: authgate-load --addr HOST:PORT [--connections N] [--path P] \
-[--tokens FILE] [--warmup-ms MS] (--duration-ms MS | --requests N) [--stall-ms MS]";
+[--tokens FILE] [--warmup-ms MS] (--duration-ms MS | --requests N) [--stall-ms MS] [--body JSON]";
 
 fn main() -> ExitCode {
     match parse(std::env::args().skip(1).collect()).and_then(|options| run(&options)) {
@@ -42,6 +44,7 @@ fn parse(args: Vec<String>) -> Result<LoadOptions, String> {
     let mut warmup_ms = 1000;
     let mut stop = None;
     let mut stall_ms = 10_000;
+    let mut body = None;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         let value = args
@@ -70,6 +73,7 @@ fn parse(args: Vec<String>) -> Result<LoadOptions, String> {
             "--duration-ms" => stop = Some(Stop::After(Duration::from_millis(number()?))),
             "--requests" => stop = Some(Stop::Requests(number()?)),
             "--stall-ms" => stall_ms = number()?,
+            "--body" => body = Some(value.into_bytes()),
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
@@ -85,5 +89,6 @@ fn parse(args: Vec<String>) -> Result<LoadOptions, String> {
         },
         stop,
         stall_timeout: Duration::from_millis(stall_ms),
+        body,
     })
 }
