@@ -10,7 +10,7 @@ error.
 `--mode auto` (the SDK's default) probes `server/discover` and sends `Mcp-Method`/`Mcp-Name`
 headers; `legacy` makes the 2025 `initialize` handshake without them. The output also lists every
 exchange with the gateway (method, `Mcp-Method`, `Mcp-Name`, status), so a test can see the
-challenges and the step-up.
+challenges and the step-up, and the gateway's `/.well-known/` documents the SDK fetched, in order.
 """
 
 import argparse
@@ -85,9 +85,13 @@ async def run(args):
         redirect_handler=redirect_handler,
         callback_handler=callback_handler,
     )
-    out = {"exchanges": []}
+    out = {"exchanges": [], "discovery": []}
+    origin = "{0.scheme}://{0.netloc}/.well-known/".format(urllib.parse.urlsplit(args.url))
+
     async def record(response):
         request = response.request
+        if str(request.url).startswith(origin):
+            out["discovery"].append({"url": str(request.url), "status": response.status_code})
         if str(request.url).startswith(args.url):
             out["exchanges"].append({
                 "method": request.method,

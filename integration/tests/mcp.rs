@@ -280,6 +280,27 @@ fn an_mcp_client_discovers_registers_signs_in_and_calls_tools_through_the_gatewa
         .ok_or(format!("{shown}\n{stderr}\nOP log:\n{}", idp.log_tail(30))),
     );
 
+    // mcp 2.3.0 fetches the document the challenge's resource_metadata names (the path form)
+    // and stops there; the root form is its fallback (served too, tested above).
+    let discovery: Vec<(String, u64)> = shown["discovery"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            (
+                d["url"].as_str().unwrap_or_default().to_string(),
+                d["status"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let path_form = format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp");
+    checks.check(
+        "the SDK read the metadata from the URL the challenge named, and it was there",
+        (discovery == [(path_form, 200)])
+            .then_some(())
+            .ok_or(format!("discovery: {discovery:?}")),
+    );
+
     let (shown, stderr) = client("legacy", "read_docs");
     let exchanges = shown["exchanges"].as_array().cloned().unwrap_or_default();
     checks.check(
