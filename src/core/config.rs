@@ -192,12 +192,9 @@ impl Config {
 
     /// Parses and validates the plugin configuration JSON.
     pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
-        let mut deserializer = serde_json::Deserializer::from_slice(json);
-        let raw: raw::Config =
-            serde_path_to_error::deserialize(&mut deserializer).map_err(path_error)?;
-        deserializer
-            .end()
-            .map_err(|e| ConfigError::new("", e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_slice(json)
+            .map_err(|e| ConfigError::new("", strip_serde_position(&e.to_string())))?;
+        let raw: raw::Config = serde_path_to_error::deserialize(value).map_err(path_error)?;
         compile(raw)
     }
 }
