@@ -182,6 +182,90 @@ fn require_audience_accepts_only_tokens_issued_for_the_resource() {
     checks.finish();
 }
 
+/// Two MCP servers behind one gateway, each on its own host at `/mcp` (`match.hosts`): each host
+/// serves its own document (root form included) and challenge, and a token minted for one server
+/// is refused by the other.
+#[test]
+fn two_mcp_servers_on_one_gateway_each_on_its_own_host() {
+    let entry = |host: &str| {
+        json!({"resource": format!("https://{host}/mcp"),
+               "match": {"prefix": "/mcp", "hosts": [host]},
+               "authorization_servers": ["https://idp.example.com/realms/corp"],
+               "require_audience": true})
+    };
+    let plugin = json!({
+        "jwt_providers": {"corp": local_provider(&[FixtureKey::Rsa1])},
+        "rules": [{"match": {"prefix": "/"}, "requires_any": ["jwt:corp"]}],
+        "protected_resources": [entry("a.example.com"), entry("b.example.com")]
+    });
+    let gw = Gateway::start(&plugin, authgate_integration::jwks(&[]));
+    let token_for = |host: &str| {
+        let mut claims = corp_claims("alice");
+        claims["aud"] = json!(format!("https://{host}/mcp"));
+        TokenBuilder::new(FixtureKey::Rsa1).claims(claims).sign()
+    };
+    let call = |host: &str, token: Option<&str>| {
+        let request = Req::post(gw.url("/mcp")).header("host", host).body("{}");
+        match token {
+            Some(token) => request.bearer(token).send(),
+            None => request.send(),
+        }
+    };
+    let mut checks = Checks::new();
+    for host in ["a.example.com", "B.example.com:443"] {
+        let name = host
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let metadata = format!("https://{name}/.well-known/oauth-protected-resource/mcp");
+        for path in [
+            "/.well-known/oauth-protected-resource/mcp",
+            "/.well-known/oauth-protected-resource",
+        ] {
+            let reply = Req::get(gw.url(path)).header("host", host).send();
+            let body: Value = reply.json().unwrap_or_default();
+            checks.check(
+                &format!("{host} {path}: its own document"),
+                (reply.status == 200 && body["resource"] == format!("https://{name}/mcp"))
+                    .then_some(())
+                    .ok_or(format!("{reply}")),
+            );
+        }
+        let reply = call(host, None);
+        checks.check(
+            &format!("{host}: a 401 points at its own document"),
+            (reply.status == 401
+                && challenge(&reply) == format!("Bearer resource_metadata=\"{metadata}\""))
+            .then_some(())
+            .ok_or(format!("{reply}")),
+        );
+        checks.check(
+            &format!("{host}: a token for it is accepted"),
+            authgate_integration::expect::allowed(&call(host, Some(&token_for(&name)))),
+        );
+    }
+    let reply = call("b.example.com", Some(&token_for("a.example.com")));
+    checks.check(
+        "a token for a.example.com is 401 invalid_token on b.example.com, pointing at b's document",
+        (reply.status == 401
+            && challenge(&reply).contains("error=\"invalid_token\"")
+            && challenge(&reply).contains("https://b.example.com/.well-known/"))
+        .then_some(())
+        .ok_or(format!("{reply}")),
+    );
+    let reply = Req::get(gw.url("/.well-known/oauth-protected-resource/mcp"))
+        .header("host", "c.example.com")
+        .send();
+    checks.check(
+        "another host gets no document (the request meets the rules: 401)",
+        (reply.status == 401)
+            .then_some(())
+            .ok_or(format!("{reply}")),
+    );
+    checks.finish();
+}
+
 /// The official MCP Python SDK on both sides: its server behind Envoy + authgate, its client
 /// with the OAuth client provider against a real authorization server (oidc-provider with
 /// dynamic client registration, resource indicators and JWT access tokens). The SDK's default

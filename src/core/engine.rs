@@ -215,7 +215,7 @@ fn with_resource_challenge(
     let insufficient = reply.status == 403 && reply.body.contains("\"insufficient_scope\"");
     let Some(resource) = config
         .resources
-        .covering(request.path())
+        .covering(&request.host(), request.path())
         .filter(|_| reply.status == 401 || insufficient)
     else {
         return decision;
@@ -250,7 +250,10 @@ fn decide_request(
     if config.health_path.as_deref() == Some(path) {
         return respond(replies::health(), "health check".to_string());
     }
-    if let Some(reply) = config.resources.metadata(request.method(), path) {
+    if let Some(reply) = config
+        .resources
+        .metadata(request.method(), &request.host(), path)
+    {
         return respond(reply, format!("protected resource metadata {path}"));
     }
     if let Some(login) = &config.login {
@@ -914,7 +917,7 @@ impl Run<'_, '_> {
                 let resource = self
                     .config
                     .resources
-                    .covering(self.request.path())
+                    .covering(&self.request.host(), self.request.path())
                     .filter(|r| r.require_audience);
                 let audience_ok = match resource {
                     Some(resource) => resource.audience_matches(&identity.audiences),

@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use crate::core::config_error::ConfigError;
+use crate::core::policy::glob::HostGlob;
 use crate::core::replies::Reply;
 use crate::core::syntax::split_uri;
 
@@ -31,6 +32,8 @@ pub mod raw {
     pub struct Match {
         pub prefix: Option<String>,
         pub path: Option<String>,
+        #[serde(default)]
+        pub hosts: Vec<String>,
     }
 }
 
@@ -41,6 +44,9 @@ pub struct Resource {
     pub resource: String,
     prefix: Option<String>,
     path: Option<String>,
+    /// Empty: every host. Several MCP servers on one gateway usually differ by host, each at
+    /// `/mcp`: each entry then covers, and serves its document on, its own hosts.
+    hosts: Vec<HostGlob>,
     /// Where this entry's document is served (path only), and its absolute URL, built from the
     /// configured `resource` (never from the request's Host).
     pub metadata_path: String,
@@ -85,6 +91,13 @@ impl Resources {
                     return Err(ConfigError::new(at("match"), "must start with '/'"));
                 }
             }
+            let mut hosts = Vec::with_capacity(entry.matcher.hosts.len());
+            for (j, host) in entry.matcher.hosts.iter().enumerate() {
+                hosts.push(
+                    HostGlob::new(host)
+                        .map_err(|e| ConfigError::new(at(&format!("match.hosts[{j}]")), e))?,
+                );
+            }
             if entry.authorization_servers.is_empty()
                 || entry
                     .authorization_servers
@@ -117,19 +130,29 @@ impl Resources {
                 resource: entry.resource,
                 prefix: entry.matcher.prefix,
                 path: entry.matcher.path,
+                hosts,
                 metadata_path,
                 metadata_url,
                 require_audience: entry.require_audience,
                 document: document.to_string(),
             });
         }
-        let mut paths: Vec<&str> = entries.iter().map(|e| e.metadata_path.as_str()).collect();
-        paths.sort_unstable();
-        if paths.windows(2).any(|w| w[0] == w[1]) {
-            return Err(ConfigError::new(
-                "protected_resources",
-                "two entries would serve the same metadata document: give them distinct resource paths",
-            ));
+        // Two entries may share a document path only when each is limited to hosts the other
+        // does not list: else one of them could never be discovered.
+        for (i, later) in entries.iter().enumerate() {
+            let clash = entries[..i].iter().any(|earlier| {
+                earlier.metadata_path == later.metadata_path
+                    && (earlier.hosts.is_empty()
+                        || later.hosts.is_empty()
+                        || earlier.hosts.iter().any(|h| later.hosts.contains(h)))
+            });
+            if clash {
+                return Err(ConfigError::new(
+                    format!("protected_resources[{i}]"),
+                    "another entry serves the same metadata document on the same hosts: give them \
+                     distinct resource paths or distinct match.hosts",
+                ));
+            }
         }
         Ok(Resources { entries })
     }
@@ -138,25 +161,32 @@ impl Resources {
         self.entries.is_empty()
     }
 
-    /// The entry covering a (normalised) request path.
-    pub fn covering(&self, path: &str) -> Option<&Resource> {
-        self.entries.iter().find(|e| match (&e.prefix, &e.path) {
-            (Some(prefix), _) => path.starts_with(prefix.as_str()),
-            (None, Some(exact)) => path == exact,
-            (None, None) => false,
+    /// The first entry covering a request's host (as [`crate::core::syntax::host_of`] gives
+    /// it) and (normalised) path.
+    pub fn covering(&self, host: &str, path: &str) -> Option<&Resource> {
+        self.entries.iter().find(|e| {
+            e.on_host(host)
+                && match (&e.prefix, &e.path) {
+                    (Some(prefix), _) => path.starts_with(prefix.as_str()),
+                    (None, Some(exact)) => path == exact,
+                    (None, None) => false,
+                }
         })
     }
 
-    /// The metadata document for `path` (`GET`, or `OPTIONS` for a browser's preflight), or None
-    /// when `path` is no document. With a single entry the root form answers too.
-    pub fn metadata(&self, method: &str, path: &str) -> Option<Reply> {
-        let entry = self
-            .entries
-            .iter()
-            .find(|e| e.metadata_path == path)
-            .or_else(|| {
-                (path == WELL_KNOWN && self.entries.len() == 1).then(|| &self.entries[0])
-            })?;
+    /// The metadata document for `path` on `host` (`GET`, or `OPTIONS` for a browser's
+    /// preflight), or None when `path` is no document there. Where a single entry serves the
+    /// host, the root form answers too.
+    pub fn metadata(&self, method: &str, host: &str, path: &str) -> Option<Reply> {
+        let mut on_host = self.entries.iter().filter(|e| e.on_host(host));
+        let entry = match on_host.clone().find(|e| e.metadata_path == path) {
+            Some(entry) => entry,
+            None if path == WELL_KNOWN => match (on_host.next(), on_host.next()) {
+                (Some(only), None) => only,
+                _ => return None,
+            },
+            None => return None,
+        };
         let cors = [
             ("access-control-allow-origin", "*"),
             ("access-control-allow-methods", "GET, OPTIONS"),
@@ -192,6 +222,10 @@ impl Resources {
 }
 
 impl Resource {
+    fn on_host(&self, host: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches_host(host))
+    }
+
     /// A 401 or an `insufficient_scope` 403 on a covered request, with the challenge MCP clients
     /// read: where the metadata is and the scopes the rule requires (RFC 9728 §5.1).
     pub fn challenge(&self, mut reply: Reply, scopes: &[String]) -> Reply {
@@ -269,7 +303,7 @@ mod tests {
         ]))
         .unwrap();
         let doc = r
-            .metadata("GET", "/.well-known/oauth-protected-resource/mcp")
+            .metadata("GET", "gw", "/.well-known/oauth-protected-resource/mcp")
             .unwrap();
         let body: serde_json::Value = serde_json::from_str(&doc.body).unwrap();
         assert_eq!(body["resource"], "https://mcp.example.com/mcp");
@@ -278,17 +312,21 @@ mod tests {
             serde_json::json!(["header"])
         );
         assert!(
-            r.metadata("GET", "/.well-known/oauth-protected-resource")
+            r.metadata("GET", "gw", "/.well-known/oauth-protected-resource")
                 .is_none(),
             "two entries: no root form"
         );
         assert_eq!(
-            r.metadata("OPTIONS", "/.well-known/oauth-protected-resource/other")
-                .unwrap()
-                .status,
+            r.metadata(
+                "OPTIONS",
+                "gw",
+                "/.well-known/oauth-protected-resource/other"
+            )
+            .unwrap()
+            .status,
             204
         );
-        let mcp = r.covering("/mcp/tools").unwrap();
+        let mcp = r.covering("gw", "/mcp/tools").unwrap();
         assert_eq!(
             mcp.metadata_url,
             "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
@@ -296,11 +334,70 @@ mod tests {
         assert!(mcp.audience_matches(&["HTTPS://MCP.example.com:443/mcp".to_string()]));
         assert!(!mcp.audience_matches(&["https://mcp.example.com/mcp2".to_string()]));
         assert!(!mcp.audience_matches(&["https://evil.example/mcp".to_string()]));
-        assert!(r.covering("/elsewhere").is_none());
+        assert!(r.covering("gw", "/elsewhere").is_none());
         let clash = resources(serde_json::json!([
             {"resource": "https://a.example/mcp", "match": {"prefix": "/a"}, "authorization_servers": ["https://idp"]},
             {"resource": "https://b.example/mcp", "match": {"prefix": "/b"}, "authorization_servers": ["https://idp"]}
         ]));
         assert!(clash.is_err());
+    }
+
+    /// Two MCP servers on one gateway, each on its own host at `/mcp`: each host gets its own
+    /// document (root form included), challenge and audience; no entry leaks onto another host.
+    #[test]
+    fn entries_limited_to_hosts() {
+        let entry = |host: &str| {
+            serde_json::json!({"resource": format!("https://{host}/mcp"),
+                "match": {"prefix": "/mcp", "hosts": [host]},
+                "authorization_servers": ["https://idp.example.com"]})
+        };
+        let r = resources(serde_json::json!([
+            entry("a.example.com"),
+            entry("b.example.com")
+        ]))
+        .unwrap();
+        let document = |host: &str, path: &str| {
+            r.metadata("GET", host, path).map(|doc| {
+                let body: serde_json::Value = serde_json::from_str(&doc.body).unwrap();
+                body["resource"].as_str().unwrap_or_default().to_string()
+            })
+        };
+        for host in ["a.example.com", "b.example.com"] {
+            let want = Some(format!("https://{host}/mcp"));
+            assert_eq!(
+                document(host, "/.well-known/oauth-protected-resource/mcp"),
+                want
+            );
+            assert_eq!(
+                document(host, "/.well-known/oauth-protected-resource"),
+                want
+            );
+            assert_eq!(
+                r.covering(host, "/mcp").map(|e| e.resource.as_str()),
+                want.as_deref()
+            );
+        }
+        assert_eq!(
+            document("c.example.com", "/.well-known/oauth-protected-resource/mcp"),
+            None
+        );
+        assert!(r.covering("c.example.com", "/mcp").is_none());
+
+        // A host-limited entry and one on every host may not share a document path, nor may
+        // two entries listing the same host.
+        let every_host = serde_json::json!({"resource": "https://c.example.com/mcp",
+            "match": {"prefix": "/mcp"}, "authorization_servers": ["https://idp.example.com"]});
+        let err = resources(serde_json::json!([entry("a.example.com"), every_host])).unwrap_err();
+        assert_eq!(err.path, "protected_resources[1]");
+        assert!(resources(serde_json::json!([
+            entry("a.example.com"),
+            entry("A.example.com")
+        ]))
+        .is_err());
+        let err = resources(serde_json::json!([{"resource": "https://a/mcp",
+            "match": {"prefix": "/mcp", "hosts": ["a b"]},
+            "authorization_servers": ["https://idp"]}]))
+        .unwrap_err();
+        assert_eq!(err.path, "protected_resources[0].match.hosts[0]");
     }
 }
