@@ -44,6 +44,8 @@ struct State {
     mode: JwksMode,
     issuer: String,
     jwks_uri: String,
+    /// More members of the discovery document (sign-in endpoints).
+    discovery_extra: Value,
 }
 
 struct Shared {
@@ -164,6 +166,11 @@ impl JwksStub {
         state.jwks_uri = jwks_uri.to_string();
     }
 
+    /// More members of the discovery document from now on (e.g. `authorization_endpoint`).
+    pub fn set_discovery_extra(&self, members: Value) {
+        lock(&self.shared.state).discovery_extra = members;
+    }
+
     /// Requests to `/jwks` received so far (whatever the mode answered).
     pub fn requests(&self) -> usize {
         self.shared.jwks_requests.load(Ordering::SeqCst)
@@ -197,6 +204,7 @@ impl Shared {
                 mode: JwksMode::Ok,
                 issuer: "https://idp.test".into(),
                 jwks_uri: "http://idp/jwks".into(),
+                discovery_extra: json!({}),
             }),
             jwks_requests: AtomicUsize::new(0),
             discovery_requests: AtomicUsize::new(0),
@@ -239,7 +247,12 @@ fn handler(shared: Arc<Shared>) -> Handler {
             "/.well-known/openid-configuration" => {
                 shared.discovery_requests.fetch_add(1, Ordering::SeqCst);
                 let state = lock(&shared.state);
-                let doc = json!({"issuer": state.issuer, "jwks_uri": state.jwks_uri});
+                let mut doc = json!({"issuer": state.issuer, "jwks_uri": state.jwks_uri});
+                if let (Some(doc), Some(extra)) =
+                    (doc.as_object_mut(), state.discovery_extra.as_object())
+                {
+                    doc.extend(extra.clone());
+                }
                 Outgoing::json(200, doc.to_string())
             }
             _ => Outgoing::json(404, json!({"error": "not found"}).to_string()),

@@ -3,10 +3,14 @@
 //! and two worker threads.
 
 use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 use authgate_integration::expect::{self, Check, Checks};
-use authgate_integration::plugin::{corp_claims, corp_config, remote_provider, stat};
+use authgate_integration::plugin::{corp_claims, corp_config, remote_provider, stat, PROVIDER};
 use authgate_integration::tokens::corrupt_signature;
 use authgate_integration::{jwks, wait_until, FixtureKey, Gateway, JwksMode, JwksStub, Req};
 
@@ -507,6 +511,78 @@ fn two_workers() {
         } else {
             Err(format!("statuses: {statuses:?}"))
         },
+    );
+    checks.finish();
+}
+
+/// One worker refetches the discovery document (an unknown kid); the other must take up the
+/// endpoints it names too, not keep the first document it saw: the fetch lease means only one
+/// worker ever fetches.
+#[test]
+fn a_changed_discovery_document_reaches_every_worker() {
+    let idp = JwksStub::start(jwks(&[FixtureKey::Rsa1]));
+    idp.set_discovery_extra(json!({"authorization_endpoint": "https://idp.test/auth-v1",
+                                   "token_endpoint": "https://idp.test/token"}));
+    let mut provider = remote_provider(600);
+    provider["discovery"] = json!(true);
+    provider["remote_jwks"]
+        .as_object_mut()
+        .map(|r| r.remove("uri"));
+    let mut plugin = corp_config(provider);
+    plugin["login"] = json!({"provider": PROVIDER, "client_id": "authgate",
+        "client_secret": "authgate-secret", "public_url": "http://gw.test",
+        "cookie_keys": [URL_SAFE_NO_PAD.encode([7u8; 32])]});
+    let gw = Gateway::start_with(&plugin, idp, |c| c.concurrency(2));
+    gw.wait_jwks_fetched();
+    // Each request on its own connection, so both workers answer some.
+    let sign_in_targets = || -> Vec<String> {
+        (0..24)
+            .map(|_| {
+                let reply = Req::get(gw.url("/auth/login?rd=/app")).send();
+                let location = reply.header("location").unwrap_or("").to_string();
+                location.split('?').next().unwrap_or("").to_string()
+            })
+            .collect()
+    };
+    let mut checks = Checks::new();
+    let first = sign_in_targets();
+    checks.check(
+        "sign-in goes to the discovered authorization endpoint",
+        first
+            .iter()
+            .all(|t| t == "https://idp.test/auth-v1")
+            .then_some(())
+            .ok_or(format!("{first:?}")),
+    );
+
+    gw.idp
+        .set_discovery_extra(json!({"authorization_endpoint": "https://idp.test/auth-v2",
+                                    "token_endpoint": "https://idp.test/token"}));
+    gw.idp.set_jwks(jwks(&[FixtureKey::Rsa1, FixtureKey::Rsa2]));
+    let fetched = gw.idp.discovery_requests();
+    let reply = Req::get(gw.url("/api/a"))
+        .bearer(&token(FixtureKey::Rsa2, "new-key-user"))
+        .send();
+    checks.check("the new kid made a worker refetch", expect::allowed(&reply));
+    checks.check(
+        "one discovery refetch",
+        (gw.idp.discovery_requests() == fetched + 1)
+            .then_some(())
+            .ok_or(format!(
+                "{} refetches",
+                gw.idp.discovery_requests() - fetched
+            )),
+    );
+    // Workers adopt what another published on their next tick (100 ms).
+    std::thread::sleep(Duration::from_millis(500));
+    let after = sign_in_targets();
+    checks.check(
+        "every worker now sends sign-in to the new endpoint",
+        after
+            .iter()
+            .all(|t| t == "https://idp.test/auth-v2")
+            .then_some(())
+            .ok_or(format!("{after:?}")),
     );
     checks.finish();
 }

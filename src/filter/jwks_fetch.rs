@@ -2,6 +2,7 @@
 //! published for every VM, a lease lets one VM fetch at a time, and a shared timestamp limits
 //! unknown-`kid` refetches to one per 30 s per provider across the gateway.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ struct SharedKeys {
     forced: String,
     /// The provider's discovery document, as last fetched (discovery providers only).
     discovery: String,
+    /// The shared-data version of the discovery document this VM last adopted.
+    discovery_adopted: Cell<Option<u32>>,
 }
 
 /// What a call in flight fetches: a provider's discovery document (then its key set), or the
@@ -59,6 +62,7 @@ impl Fetcher {
                         lease: format!("{base}.lease"),
                         forced: format!("{base}.forced"),
                         discovery: format!("{base}.discovery"),
+                        discovery_adopted: Cell::new(None),
                     },
                 );
             }
@@ -241,25 +245,23 @@ fn adopt_shared(vm: &Vm, index: usize, keys: &SharedKeys) {
     }
 }
 
+/// Adopts the discovery document another VM fetched whenever it changed: the lease lets one VM
+/// fetch at a time, so the others would otherwise keep their first document (and the IdP's old
+/// endpoints) for good.
 fn adopt_discovery(vm: &Vm, index: usize, keys: &SharedKeys) {
     let Some(issuer) = vm.config.providers.get(index).map(|p| p.issuer.as_str()) else {
         return;
     };
-    let Ok(known) = vm
-        .state
-        .try_borrow()
-        .map(|s| s.keys[index].discovered.is_some())
-    else {
+    let (Some(body), version) = host::shared_get(&keys.discovery) else {
         return;
     };
-    if known {
+    if version.is_some() && version == keys.discovery_adopted.get() {
         return;
     }
-    if let (Some(body), _) = host::shared_get(&keys.discovery) {
-        if let Ok(found) = discovery::parse(issuer, &body) {
-            if let Ok(mut state) = vm.state.try_borrow_mut() {
-                state.keys[index].discovered = Some(found);
-            }
+    if let Ok(found) = discovery::parse(issuer, &body) {
+        if let Ok(mut state) = vm.state.try_borrow_mut() {
+            state.keys[index].discovered = Some(found);
+            keys.discovery_adopted.set(version);
         }
     }
 }
