@@ -908,11 +908,12 @@ pub fn check_decide(input: &DecideInput) {
         let mut step = run.after_keys(fixed, &request, step, now_ms);
         if !matches!(step, Step::ReadBody) {
             run.check_step(&step, &request, &headers, &minted, fuzz, Origin::Decide);
+            let judged_on_headers = matches!(step, Step::Continue { .. })
+                && request.path().starts_with("/mcp")
+                && !request.has_no_body()
+                && !is_bypassed_preflight(&request);
             assert!(
-                !(matches!(step, Step::Continue { .. })
-                    && request.path().starts_with("/mcp")
-                    && !request.has_no_body()
-                    && !is_bypassed_preflight(&request)),
+                !judged_on_headers,
                 "an MCP request with a body went through on its headers alone"
             );
         }
@@ -1166,7 +1167,7 @@ impl Run<'_> {
                 }
                 if origin == Origin::Decide {
                     self.check_justified(request, headers, minted, add, remove, rewrite);
-                    self.check_rewritten_path(request, headers, rewrite.path.as_deref());
+                    self.check_as_sent(request, headers, rewrite);
                 }
             }
             Step::Respond(reply) => check_reply(reply, headers, &fuzz.echoes()),
@@ -1220,16 +1221,23 @@ impl Run<'_> {
 
     /// A request sent upstream with a rewritten path: that path is in normalised form, and
     /// judged by the same rule as the client's path (the upstream must see what was judged).
-    fn check_rewritten_path(
-        &self,
-        request: &Request<'_>,
-        headers: &[(String, String)],
-        upstream: Option<&str>,
-    ) {
+    /// The request as it goes upstream (rewritten path and authority) meets the rule that judged
+    /// it, and, where hosts decide, carries a host Envoy routes as the rules read it.
+    fn check_as_sent(&self, request: &Request<'_>, headers: &[(String, String)], rewrite: &Rewrite) {
         use authgate::core::policy::{paths, rules};
-        let Some(upstream) = upstream else {
-            return;
-        };
+        let authority = rewrite.authority.as_deref().unwrap_or(request.authority());
+        if self.config.host_sensitive {
+            let bare = authority
+                .rsplit_once(':')
+                .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']'))
+                .map_or(authority, |(host, _)| host)
+                .trim_end_matches('.');
+            assert!(
+                bare == authority || bare.is_empty(),
+                "a host-judged request goes upstream as {authority:?}, which Envoy routes apart from {bare:?}"
+            );
+        }
+        let upstream = rewrite.path.as_deref().unwrap_or(request.raw_path().unwrap_or("/"));
         let path_only = upstream.split_once('?').map_or(upstream, |(p, _)| p);
         let again = paths::normalise(path_only, self.config.paths);
         assert_eq!(
@@ -1241,6 +1249,7 @@ impl Run<'_> {
             .iter()
             .map(|(n, v)| match n.as_str() {
                 ":path" => (n.clone(), upstream.to_string()),
+                ":authority" => (n.clone(), authority.to_string()),
                 _ => (n.clone(), v.clone()),
             })
             .collect();
@@ -1252,7 +1261,7 @@ impl Run<'_> {
         assert_eq!(
             rules::matching_rule(&self.config.rules, request),
             rules::matching_rule(&self.config.rules, &as_sent),
-            "the rewritten path {upstream:?} falls under another rule"
+            "the request as sent ({authority:?} {upstream:?}) falls under another rule"
         );
     }
 

@@ -48,6 +48,10 @@ pub struct EnvoyConfig {
     /// The listener's port; 0 = any free one (sign-in tests need it known beforehand: the
     /// gateway's own URL is in its configuration and the IdP's client).
     pub listener_port: u16,
+    /// Virtual hosts before the catch-all one (domains, body): each answers 200 with its body
+    /// itself, so a test sees which one Envoy routed a request to, or (no body) routes
+    /// everything to the upstream, as a host's own virtual host without authgate's held route.
+    pub virtual_hosts: Vec<(Vec<String>, Option<String>)>,
 }
 
 impl EnvoyConfig {
@@ -65,7 +69,24 @@ impl EnvoyConfig {
             envoy_bin: envoy_bin(),
             ready_timeout: Duration::from_secs(20),
             listener_port: 0,
+            virtual_hosts: Vec::new(),
         }
+    }
+
+    /// A virtual host for `domains` (before the catch-all) that answers 200 with `body`.
+    pub fn virtual_host(mut self, domains: &[&str], body: &str) -> EnvoyConfig {
+        self.virtual_hosts.push((
+            domains.iter().map(|d| d.to_string()).collect(),
+            Some(body.to_string()),
+        ));
+        self
+    }
+
+    /// A virtual host for `domains` (before the catch-all) routing every path to the upstream.
+    pub fn virtual_host_to_upstream(mut self, domains: &[&str]) -> EnvoyConfig {
+        self.virtual_hosts
+            .push((domains.iter().map(|d| d.to_string()).collect(), None));
+        self
     }
 
     /// Passes this exact text as the plugin configuration (for invalid JSON tests).
@@ -172,6 +193,30 @@ impl EnvoyConfig {
                 .iter()
                 .map(|(name, address, port)| static_cluster_at(name, address, *port)),
         );
+        let mut virtual_hosts: Vec<Value> = self
+            .virtual_hosts
+            .iter()
+            .enumerate()
+            .map(|(i, (domains, body))| {
+                let route = match body {
+                    Some(body) => json!({"match": {"prefix": "/"}, "direct_response": {
+                        "status": 200, "body": {"inline_string": body}}}),
+                    None => json!({"match": {"prefix": "/"},
+                                   "route": {"cluster": "upstream", "timeout": "15s"}}),
+                };
+                json!({"name": format!("vhost{i}"), "domains": domains, "routes": [route]})
+            })
+            .collect();
+        virtual_hosts.push(json!({
+            "name": "all", "domains": ["*"],
+            // As in the shipped configurations: the path authgate gives a request marked for
+            // the companion has no upstream.
+            "routes": [{"match": {"path": "/.authgate/held"},
+                        "direct_response": {"status": 503, "body": {
+                            "inline_string": "held request reached the router\n"}}},
+                       {"match": {"prefix": "/"},
+                        "route": {"cluster": "upstream", "timeout": "15s"}}]
+        }));
         json!({
             // Histograms show in /stats only after a flush; 1 s keeps tests that read them short.
             "stats_flush_interval": "1s",
@@ -186,16 +231,7 @@ impl EnvoyConfig {
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": "ingress",
-                            "route_config": {"name": "local", "virtual_hosts": [{
-                                "name": "all", "domains": ["*"],
-                                // As in the shipped configurations: the path authgate gives a
-                                // request marked for the companion has no upstream.
-                                "routes": [{"match": {"path": "/.authgate/held"},
-                                            "direct_response": {"status": 503, "body": {
-                                                "inline_string": "held request reached the router\n"}}},
-                                           {"match": {"prefix": "/"},
-                                            "route": {"cluster": "upstream", "timeout": "15s"}}]
-                            }]},
+                            "route_config": {"name": "local", "virtual_hosts": virtual_hosts},
                             "http_filters": filters
                         }
                     }]}]

@@ -281,11 +281,16 @@ fn the_authorization_service_is_asked_about_each_tool() {
 /// An HTTP/1.1 request with a chunked body, written in `pieces` with pauses between them; the
 /// status and body of the answer.
 fn chunked(port: u16, token: &str, pieces: &[&[u8]]) -> (u16, String) {
+    chunked_to(port, "gw.test", token, pieces)
+}
+
+/// [`chunked`] to this `host`.
+fn chunked_to(port: u16, host: &str, token: &str, pieces: &[&[u8]]) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
         .unwrap_or_else(|e| panic!("connect: {e}"));
     let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
     let head = format!(
-        "POST /mcp HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\nauthorization: Bearer {token}\r\n\
+        "POST /mcp HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\nauthorization: Bearer {token}\r\n\
          content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
     );
     let _ = stream.write_all(head.as_bytes());
@@ -389,6 +394,46 @@ fn without_the_companion_after_authgate_nothing_reaches_the_upstream() {
         (reply.status >= 400 && !reply.is_from_upstream() && misplaced.upstream.requests() == 0)
             .then_some(())
             .ok_or(format!("{reply}")),
+    );
+    drop(misplaced);
+    // The MCP server's host has a virtual host of its own, without the held route: a held
+    // request still lands on the catch-all's (its host is a reserved one meanwhile).
+    let own_host = Gateway::start_with(
+        &plugin(),
+        JwksStub::start(authgate_integration::jwks(&[])),
+        |c| {
+            c.cluster("authz", port)
+                .companion_first()
+                .virtual_host_to_upstream(&["mcp.corp.test"])
+        },
+    );
+    // In pieces: the router has time to start an upstream request, were it routed to one.
+    let body = call("deploy_prod").to_string();
+    let (first, rest) = body.as_bytes().split_at(10);
+    let (status, answer) = chunked_to(
+        own_host.envoy.port(),
+        "mcp.corp.test",
+        &tools,
+        &[first, rest],
+    );
+    // Requests the router began upstream (headers sent), whether or not they completed.
+    let begun: u64 = own_host
+        .envoy
+        .admin_get("/stats?filter=%5Ecluster%5C.upstream%5C.upstream_rq_total%24")
+        .body
+        .lines()
+        .find_map(|line| {
+            line.split_once(": ")
+                .and_then(|(_, n)| n.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    checks.check(
+        "a companion before authgate, the host with its own virtual host: never forwarded",
+        (status >= 400 && own_host.upstream.requests() == 0 && begun == 0)
+            .then_some(())
+            .ok_or(format!(
+                "{status} {answer}; upstream requests begun: {begun}"
+            )),
     );
     checks.finish();
 }

@@ -5,7 +5,7 @@
 
 use authgate_integration::client::raw_request;
 use authgate_integration::plugin::{corp_claims, local_provider, ISSUER};
-use authgate_integration::{FixtureKey, Gateway, TokenBuilder};
+use authgate_integration::{FixtureKey, Gateway, JwksStub, TokenBuilder};
 use serde_json::{json, Value};
 
 /// A strict rule for /v1/admin and GET /v1/reports and the admin host, then a public catch-all
@@ -124,6 +124,60 @@ fn head_is_judged_as_get_and_hosts_as_names() {
     }
     let (status, _) = send(&gw, "GET /anything", "host: other.corp.test\r\n");
     assert_eq!(status, 200, "another host: the public rule");
+}
+
+/// A public rule for one host, then a strict catch-all, behind an Envoy with a virtual host for
+/// that public host and a catch-all one routing to the upstream. Envoy (by default) routes
+/// `public.corp.test.` and `public.corp.test:8080` to the catch-all, while the rules ignore the
+/// dot and the port: authgate sends such a request on with the host it judged, so Envoy routes it
+/// to the public host's virtual host and never to the upstream.
+#[test]
+fn a_request_judged_by_its_host_is_routed_by_that_host() {
+    let plugin = json!({
+        "jwt_providers": {"corp": local_provider(&[FixtureKey::Rsa1])},
+        "rules": [
+            {"match": {"prefix": "/", "hosts": ["public.corp.test"]}, "public": true},
+            {"match": {"prefix": "/", "hosts": ["api.corp.test"]}, "requires_any": ["jwt:corp"]},
+            {"match": {"prefix": "/"}, "requires_any": ["jwt:corp"], "require_roles": ["superuser"]}
+        ]
+    });
+    let gw = Gateway::start_with(
+        &plugin,
+        JwksStub::start(authgate_integration::jwks(&[])),
+        |c| c.virtual_host(&["public.corp.test"], "the public site\n"),
+    );
+    for host in [
+        "public.corp.test",
+        "public.corp.test.",
+        "public.corp.test:8080",
+        "PUBLIC.corp.test.:80",
+        "public.corp.test..",
+    ] {
+        let (status, body) = raw_request(
+            gw.envoy.port(),
+            "GET /private",
+            format!("host: {host}\r\n").as_bytes(),
+        );
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "the public site\n"),
+            "host {host}: the public rule judged it, so the public virtual host must answer"
+        );
+    }
+    assert_eq!(
+        gw.upstream.requests(),
+        0,
+        "nothing unauthenticated reached the upstream"
+    );
+
+    // The upstream gets the host that was judged, not the client's spelling.
+    let (status, body) = send(&gw, "GET /x", "host: API.corp.test.:8443\r\n");
+    let seen: Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(
+        (status, seen["headers"]["host"].as_str()),
+        (200, Some("API.corp.test")),
+        "{body}"
+    );
 }
 
 #[test]

@@ -97,6 +97,9 @@ pub(crate) mod raw {
 pub struct Config {
     pub providers: Vec<Provider>,
     pub rules: Vec<Rule>,
+    /// Some rule or protected resource is limited to hosts: the host then decides, and the
+    /// request goes upstream with the host it was judged by (see `engine::rewrite`).
+    pub host_sensitive: bool,
     pub health_path: Option<String>,
     pub cors_bypass_preflight: bool,
     pub identity_prefix: String,
@@ -152,6 +155,11 @@ pub const HOLD_HEADER: &str = "x-authgate-hold";
 /// 503 with a direct response, so a marked request that got past a missing or misplaced
 /// companion reaches no upstream.
 pub const HELD_PATH: &str = "/.authgate/held";
+
+/// The `:authority` of a request marked for the companion (a reserved `.invalid` name): Envoy
+/// routes it to the catch-all `*` virtual host, where the `HELD_PATH` route is, or to none at
+/// all; never to a host's own virtual host, whose routes may not answer the held path.
+pub const HELD_AUTHORITY: &str = "authgate-held.invalid";
 
 impl Plugin {
     /// `{"role": "body_hold"}` is the companion; anything else is the gate's configuration.
@@ -400,9 +408,11 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         .collect();
     credential_header_names.sort();
     credential_header_names.dedup();
+    let resources = crate::core::policy::resources::Resources::compile(raw.protected_resources)?;
     Ok(Config {
         folded_identity_prefix: folded_prefix,
         providers,
+        host_sensitive: rules.iter().any(|r| !r.hosts.is_empty()) || resources.any_hosts(),
         rules,
         credential_header_names,
         health_path,
@@ -418,7 +428,7 @@ fn compile(raw: raw::Config) -> Result<Config, ConfigError> {
         enterprise,
         paths: Paths::compile(raw.paths),
         login,
-        resources: crate::core::policy::resources::Resources::compile(raw.protected_resources)?,
+        resources,
         mcp_max_body_bytes,
         max_paused_requests: match raw.limits.max_paused_requests {
             None => DEFAULT_MAX_PAUSED_REQUESTS,

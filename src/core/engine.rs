@@ -79,6 +79,12 @@ pub struct Rewrite {
     /// The `Cookie` header to send upstream (empty: none), when a credential cookie that must
     /// not be forwarded is taken out of it.
     pub cookie: Option<String>,
+    /// The `:authority` to send upstream, when a host-limited rule or resource judged the
+    /// request by its host without a port or trailing dot: Envoy, by default, routes
+    /// `public.example.com.` or `public.example.com:8080` to another virtual host (`*`) than
+    /// `public.example.com`, which would let a request judged by one host's rule reach
+    /// another's upstream. Envoy routes again on the header authgate sets.
+    pub authority: Option<String>,
 }
 
 /// A call to the authorization service, and what the paused request needs once it is answered.
@@ -1096,7 +1102,7 @@ impl Run<'_, '_> {
             credential_sha256: &hash,
             client_ip,
             method: request.method(),
-            host: request.authority(),
+            host: forwarded_authority(self.config, request).unwrap_or(request.authority()),
             path: request.path(),
             mcp: self.mcp,
         });
@@ -1623,7 +1629,16 @@ fn rewrite(config: &Config, request: &Request<'_>, strip: Option<&Strip>) -> Rew
     Rewrite {
         path: request.upstream_path().map(str::to_string),
         cookie,
+        authority: forwarded_authority(config, request).map(str::to_string),
     }
+}
+
+/// The `:authority` a request goes upstream with when it is not the client's: see
+/// [`Rewrite::authority`].
+fn forwarded_authority<'a>(config: &Config, request: &Request<'a>) -> Option<&'a str> {
+    let authority = request.authority();
+    let bare = crate::core::syntax::bare_authority(authority);
+    (config.host_sensitive && bare != authority && !bare.is_empty()).then_some(bare)
 }
 
 /// The reply to a request without a usable credential: on a `login` rule a browser navigating is
@@ -1722,3 +1737,7 @@ fn is_preflight(request: &Request<'_>) -> bool {
 #[cfg(test)]
 #[path = "engine_mcp_tests.rs"]
 mod mcp_tests;
+
+#[cfg(test)]
+#[path = "engine_host_tests.rs"]
+mod host_tests;

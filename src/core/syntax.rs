@@ -77,6 +77,12 @@ pub(crate) fn host_of(authority: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// A `:authority` as host rules judge it, case kept: without its port and trailing dots
+/// (`api.example.com.:8443` is `api.example.com`).
+pub(crate) fn bare_authority(authority: &str) -> &str {
+    strip_port(authority).trim_end_matches('.')
+}
+
 fn strip_port(authority: &str) -> &str {
     if let Some(end) = authority.strip_prefix('[').and_then(|a| a.find(']')) {
         return &authority[..end + 2];

@@ -18,8 +18,10 @@ pub struct Read {
     pub nonce: String,
     /// Credential headers taken off the marked request, put back when it is released.
     pub credentials: Vec<(String, String)>,
-    /// The client's `:path` (the marked request carries the held path meanwhile).
+    /// The client's `:path` and `:authority` (the marked request carries the held ones
+    /// meanwhile).
     pub path: String,
+    pub authority: String,
     pub body: Vec<u8>,
     pub complete: bool,
     /// Decided: the body waits no more (an authorization answer or keys may still be due).
@@ -116,6 +118,7 @@ mod tests {
             nonce: "n".into(),
             credentials: Vec::new(),
             path: "/mcp".into(),
+            authority: "gw.test".into(),
             body: Vec::new(),
             complete: false,
             decided: false,

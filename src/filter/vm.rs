@@ -9,7 +9,7 @@ use proxy_wasm::types::LogLevel;
 
 use crate::core::authz::decision_cache::DecisionKey;
 use crate::core::authz::AuthzError;
-use crate::core::config::{Config, HELD_PATH, HOLD_HEADER};
+use crate::core::config::{Config, HELD_AUTHORITY, HELD_PATH, HOLD_HEADER};
 use crate::core::engine::{
     self, AuthzCall, Context, Decision, Effects, Pending, Resolution, Rewrite, State, Step,
 };
@@ -876,7 +876,8 @@ impl Vm {
         let mark = [(HOLD_HEADER.to_string(), nonce.to_string())];
         let held = Rewrite {
             path: Some(HELD_PATH.to_string()),
-            cookie: None,
+            authority: Some(HELD_AUTHORITY.to_string()),
+            ..Rewrite::default()
         };
         apply_headers(&remove, &mark, &held);
     }
@@ -922,11 +923,14 @@ impl Vm {
             .filter(|(name, _)| self.config.is_reserved_header(name))
             .map(|(name, _)| name.to_string())
             .collect();
-        let path = pairs
-            .iter()
-            .find(|(name, _)| name == ":path")
-            .map(|(_, value)| value.to_string())
-            .unwrap_or_default();
+        let pseudo = |wanted: &str| {
+            pairs
+                .iter()
+                .find(|(name, _)| name == wanted)
+                .map(|(_, value)| value.to_string())
+                .unwrap_or_default()
+        };
+        let (path, authority) = (pseudo(":path"), pseudo(":authority"));
         let source = self
             .config
             .needs_client_ip()
@@ -939,6 +943,7 @@ impl Vm {
             nonce,
             credentials,
             path,
+            authority,
             body: Vec::new(),
             complete: false,
             decided: false,
@@ -1117,6 +1122,10 @@ impl Vm {
         }
         host::remove_request_header(HOLD_HEADER);
         host::set_request_header(":path", &read.path);
+        match read.authority.as_str() {
+            "" => host::remove_request_header(":authority"),
+            authority => host::set_request_header(":authority", authority),
+        }
         for (name, value) in &read.credentials {
             host::add_request_header(name, value);
         }
@@ -1208,6 +1217,9 @@ pub fn apply_headers(remove: &[String], add: &[(String, String)], rewrite: &Rewr
     }
     if let Some(path) = &rewrite.path {
         host::set_request_header(":path", path);
+    }
+    if let Some(authority) = &rewrite.authority {
+        host::set_request_header(":authority", authority);
     }
     match rewrite.cookie.as_deref() {
         Some("") => host::remove_request_header("cookie"),

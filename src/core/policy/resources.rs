@@ -161,6 +161,11 @@ impl Resources {
         self.entries.is_empty()
     }
 
+    /// Whether some entry is limited to hosts.
+    pub fn any_hosts(&self) -> bool {
+        self.entries.iter().any(|e| !e.hosts.is_empty())
+    }
+
     /// The first entry covering a request's host (as [`crate::core::syntax::host_of`] gives
     /// it) and (normalised) path.
     pub fn covering(&self, host: &str, path: &str) -> Option<&Resource> {
