@@ -169,6 +169,18 @@ def token(br, disc, client, code, verifier):
     return br.request(disc["token_endpoint"], urllib.parse.urlencode(data).encode(), headers)
 
 
+def start_provider(config_path):
+    """Starts provider.mjs with this configuration on a free port: (process, issuer)."""
+    port_file = os.path.join(tempfile.mkdtemp(), "port")
+    proc = subprocess.Popen(["node", os.path.join(HERE, "provider.mjs"), "--config", config_path,
+                             "--port", "0", "--port-file", port_file])
+    for _ in range(100):
+        if os.path.exists(port_file):
+            break
+        time.sleep(0.1)
+    return proc, "http://127.0.0.1:" + open(port_file).read().strip()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--issuer")
@@ -177,16 +189,7 @@ def main():
     if args.issuer:
         issuer = args.issuer.rstrip("/")
     else:
-        tmp = tempfile.mkdtemp()
-        port_file = os.path.join(tmp, "port")
-        proc = subprocess.Popen(["node", os.path.join(HERE, "provider.mjs"), "--config",
-                                 os.path.join(HERE, "example-config.json"), "--port", "0",
-                                 "--port-file", port_file])
-        for _ in range(100):
-            if os.path.exists(port_file):
-                break
-            time.sleep(0.1)
-        issuer = "http://127.0.0.1:" + open(port_file).read().strip()
+        proc, issuer = start_provider(os.path.join(HERE, "example-config.json"))
     failed = 0
     try:
         run(issuer)

@@ -17,13 +17,13 @@ import hashlib
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 
-from smoke import ALICE, CONFIG, HERE, PASSED, Browser, b64u, b64u_dec, check, parse, verify_rs256
+from smoke import (ALICE, CONFIG, HERE, PASSED, Browser, b64u, b64u_dec, check, parse, start_provider,
+                   verify_rs256)
 
 RESOURCE = "http://127.0.0.1:18090/mcp"
 OTHER_RESOURCE = "http://127.0.0.1:18090/other"
@@ -90,17 +90,10 @@ def check_at(name, at, jwks, issuer, resource, scopes, client_id):
 
 
 def main():
-    tmp = tempfile.mkdtemp()
-    cfg_path, port_file = os.path.join(tmp, "op.json"), os.path.join(tmp, "port")
+    cfg_path = os.path.join(tempfile.mkdtemp(), "op.json")
     cfg = dict(CONFIG, mcp={"resources": [RESOURCE, OTHER_RESOURCE], "scopes": MCP_SCOPES})
     json.dump(cfg, open(cfg_path, "w"))
-    proc = subprocess.Popen(["node", os.path.join(HERE, "provider.mjs"), "--config", cfg_path,
-                             "--port", "0", "--port-file", port_file])
-    for _ in range(100):
-        if os.path.exists(port_file):
-            break
-        time.sleep(0.1)
-    issuer = "http://127.0.0.1:" + open(port_file).read().strip()
+    proc, issuer = start_provider(cfg_path)
     failed = 0
     try:
         run(issuer)

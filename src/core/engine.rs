@@ -221,7 +221,7 @@ fn with_resource_challenge(
     let insufficient = reply.status == 403 && reply.body.contains("\"insufficient_scope\"");
     let Some(resource) = config
         .resources
-        .covering(&request.host(), request.path())
+        .covering(request.authority(), request.path())
         .filter(|_| reply.status == 401 || insufficient)
     else {
         return decision;
@@ -258,7 +258,7 @@ fn decide_request(
     }
     if let Some(reply) = config
         .resources
-        .metadata(request.method(), &request.host(), path)
+        .metadata(request.method(), request.authority(), path)
     {
         return respond(reply, format!("protected resource metadata {path}"));
     }
@@ -923,7 +923,7 @@ impl Run<'_, '_> {
                 let resource = self
                     .config
                     .resources
-                    .covering(&self.request.host(), self.request.path())
+                    .covering(self.request.authority(), self.request.path())
                     .filter(|r| r.require_audience);
                 let audience_ok = match resource {
                     Some(resource) => resource.audience_matches(&identity.audiences),

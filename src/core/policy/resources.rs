@@ -166,11 +166,21 @@ impl Resources {
         self.entries.iter().any(|e| !e.hosts.is_empty())
     }
 
-    /// The first entry covering a request's host (as [`crate::core::syntax::host_of`] gives
-    /// it) and (normalised) path.
-    pub fn covering(&self, host: &str, path: &str) -> Option<&Resource> {
+    /// The request's host as host globs match it, computed only when some entry lists hosts
+    /// (both lookups run on every request).
+    fn host_of(&self, authority: &str) -> Option<String> {
+        self.any_hosts()
+            .then(|| crate::core::syntax::host_of(authority))
+    }
+
+    /// The first entry covering a request's `:authority` and (normalised) path.
+    pub fn covering(&self, authority: &str, path: &str) -> Option<&Resource> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let host = self.host_of(authority);
         self.entries.iter().find(|e| {
-            e.on_host(host)
+            e.on_host(host.as_deref())
                 && match (&e.prefix, &e.path) {
                     (Some(prefix), _) => path.starts_with(prefix.as_str()),
                     (None, Some(exact)) => path == exact,
@@ -179,11 +189,15 @@ impl Resources {
         })
     }
 
-    /// The metadata document for `path` on `host` (`GET`, or `OPTIONS` for a browser's
-    /// preflight), or None when `path` is no document there. Where a single entry serves the
-    /// host, the root form answers too.
-    pub fn metadata(&self, method: &str, host: &str, path: &str) -> Option<Reply> {
-        let mut on_host = self.entries.iter().filter(|e| e.on_host(host));
+    /// The metadata document for `path` on the request's `:authority` (`GET`, or `OPTIONS` for
+    /// a browser's preflight), or None when `path` is no document there. Where a single entry
+    /// serves the host, the root form answers too.
+    pub fn metadata(&self, method: &str, authority: &str, path: &str) -> Option<Reply> {
+        if !path.starts_with(WELL_KNOWN) {
+            return None;
+        }
+        let host = self.host_of(authority);
+        let mut on_host = self.entries.iter().filter(|e| e.on_host(host.as_deref()));
         let entry = match on_host.clone().find(|e| e.metadata_path == path) {
             Some(entry) => entry,
             None if path == WELL_KNOWN => match (on_host.next(), on_host.next()) {
@@ -227,8 +241,10 @@ impl Resources {
 }
 
 impl Resource {
-    fn on_host(&self, host: &str) -> bool {
-        self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches_host(host))
+    /// `host`: None when no entry lists hosts.
+    fn on_host(&self, host: Option<&str>) -> bool {
+        self.hosts.is_empty()
+            || host.is_some_and(|host| self.hosts.iter().any(|h| h.matches_host(host)))
     }
 
     /// A 401 or an `insufficient_scope` 403 on a covered request, with the challenge MCP clients
