@@ -207,3 +207,35 @@ pub fn raw_request(port: u16, request_line: &str, extra_headers: &[u8]) -> (u16,
         .to_string();
     (status, body)
 }
+
+/// `integration/sdk/h2_trailers.py`: one h2c POST of `path` with `authorization: Bearer token`,
+/// its further arguments (`--body`, `--frames`, extra `name=value` headers), then request
+/// trailers unless `trailers` is false; the reply as the client saw it (JSON).
+pub fn h2_post(
+    port: u16,
+    path: &str,
+    token: &str,
+    args: &[&str],
+    trailers: bool,
+) -> serde_json::Value {
+    let mut command = std::process::Command::new(crate::repo_root().join(".venv/bin/python"));
+    command
+        .arg(crate::repo_root().join("integration/sdk/h2_trailers.py"))
+        .arg(port.to_string())
+        .arg(path)
+        .arg(format!("authorization=Bearer {token}"))
+        .args(args);
+    if !trailers {
+        command.arg("--no-trailers");
+    }
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("h2 client: {e}"));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "h2 client output ({e}): {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}

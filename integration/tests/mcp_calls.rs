@@ -441,29 +441,10 @@ fn without_the_companion_after_authgate_nothing_reaches_the_upstream() {
 /// `integration/sdk/h2_trailers.py`: one h2c POST to /mcp with its body in these DATA frames
 /// (then trailers, if asked); the reply as the client saw it.
 fn h2_post(port: u16, token: &str, frames: &[&str], extra: &[&str], trailers: bool) -> Value {
-    use authgate_integration::repo_root;
-    let mut command = std::process::Command::new(repo_root().join(".venv/bin/python"));
-    command
-        .arg(repo_root().join("integration/sdk/h2_trailers.py"))
-        .arg(port.to_string())
-        .arg("/mcp")
-        .arg(format!("authorization=Bearer {token}"))
-        .args(extra)
-        .arg("--frames")
-        .arg(serde_json::to_string(frames).unwrap_or_default());
-    if !trailers {
-        command.arg("--no-trailers");
-    }
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("h2 client: {e}"));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "h2 client output ({e}): {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    let frames = serde_json::to_string(frames).unwrap_or_default();
+    let mut args = extra.to_vec();
+    args.extend(["--frames", &frames]);
+    authgate_integration::client::h2_post(port, "/mcp", token, &args, trailers)
 }
 
 /// HTTP/2 ends a body on its last DATA frame, which may carry data: the whole body must still

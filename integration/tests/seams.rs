@@ -2,14 +2,10 @@
 //! write (items 1, 2), and a refused request that must never reach the upstream, whatever the
 //! companion's placement, with trailers, over HTTP/2 (item 5). Each test tries the attack.
 
-use std::process::Command;
-
 use authgate_integration::authz_stub::{AuthzMode, AuthzStub};
 use authgate_integration::client::raw_request;
 use authgate_integration::plugin::{corp_claims, local_provider};
-use authgate_integration::{
-    repo_root, EnvoyConfig, FixtureKey, Gateway, JwksStub, Req, TokenBuilder,
-};
+use authgate_integration::{EnvoyConfig, FixtureKey, Gateway, JwksStub, Req, TokenBuilder};
 use serde_json::{json, Value};
 
 fn token() -> String {
@@ -190,30 +186,9 @@ fn a_companion_placed_first_lets_nothing_through() {
     );
 }
 
-/// `integration/sdk/h2_trailers.py`: a POST over h2c with a body and request trailers.
+/// A POST of the chat body over h2c, with request trailers unless `trailers` is false.
 fn h2_post(port: u16, path: &str, token: &str, trailers: bool) -> Value {
-    let python = repo_root().join(".venv/bin/python");
-    let script = repo_root().join("integration/sdk/h2_trailers.py");
-    let mut command = Command::new(python);
-    command
-        .arg(script)
-        .arg(port.to_string())
-        .arg(path)
-        .arg(format!("authorization=Bearer {token}"))
-        .args(["--body", CHAT]);
-    if !trailers {
-        command.arg("--no-trailers");
-    }
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("h2 client: {e}"));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "h2 client output ({e}): {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    authgate_integration::client::h2_post(port, path, token, &["--body", CHAT], trailers)
 }
 
 #[test]
